@@ -1,0 +1,221 @@
+"""The asyncio client of the broker: promises, and the task transitions used by workers.
+
+Every state change is one Lua script call (one round trip). Guarantees:
+
+* Errors are typed: Redis unreachable -> :class:`RedisUnavailable` (nothing changed by that
+  call); a stale worker mutation -> :class:`Fenced`; bad names -> :class:`BadInput` before any
+  I/O; a missing promise -> :class:`NotFound`.
+* Connections are bounded: at most ``settings.max_connections`` pooled connections; a caller
+  beyond that waits for one instead of failing. Blocking reads use their own connections.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+import redis.exceptions as rexc
+
+from broker.errors import BadInput, Fenced, LbError, NotFound, RedisUnavailable
+from broker.keys import PROMISE_STATES, Keys, check_group, check_id
+from broker.records import NO_FENCE, Fence, Promise, parse_promise
+from broker.scripts import Scripts
+from broker.settings import Settings
+
+__all__ = ["Broker", "translate_errors"]
+
+T = TypeVar("T")
+_SETTLE_STATES = ("resolved", "rejected", "rejected_canceled")
+
+
+def translate(exc: BaseException) -> LbError:
+    """Map a redis-py exception to lb's typed errors."""
+    if isinstance(exc, rexc.ConnectionError | rexc.TimeoutError | OSError):
+        return RedisUnavailable(f"Redis is unreachable ({exc}); start it or check --redis")
+    if isinstance(exc, rexc.ResponseError):
+        text = str(exc)
+        if "FENCED" in text:
+            return Fenced(text[text.index("FENCED") :])
+        if text.startswith("LOADING"):
+            return RedisUnavailable("Redis is loading its data; try again in a moment")
+        return LbError(f"Redis refused the call: {text}")
+    if isinstance(exc, rexc.RedisError):
+        return LbError(f"Redis error: {exc}")
+    raise exc
+
+
+@asynccontextmanager
+async def translate_errors() -> AsyncIterator[None]:
+    """Re-raise redis-py errors inside the block as lb's typed errors."""
+    try:
+        yield
+    except LbError:
+        raise
+    except (rexc.RedisError, OSError) as exc:
+        raise translate(exc) from None
+
+
+def make_redis(
+    settings: Settings, max_connections: int, client_name: str | None = None
+) -> aioredis.Redis:
+    """A client with a bounded pool: callers beyond ``max_connections`` wait, never fail."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.url,
+        client_name=client_name,
+        max_connections=max_connections,
+        timeout=None,
+        socket_connect_timeout=settings.connect_timeout,
+        socket_timeout=settings.socket_timeout,
+        health_check_interval=30,
+    )
+    return aioredis.Redis(connection_pool=pool)
+
+
+class Broker:
+    """Async access to lb's data in Redis. Create one per process and ``await close()``."""
+
+    def __init__(self, settings: Settings | None = None, client_name: str | None = None) -> None:
+        self.settings = settings or Settings.from_url()
+        self.client_name = client_name
+        self.keys = Keys(self.settings.prefix, self.settings.shards)
+        self.redis = make_redis(self.settings, self.settings.max_connections, client_name)
+        self.scripts = Scripts(self.redis)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    async def _run(self, call: Callable[[], Awaitable[T]]) -> T:
+        async with translate_errors():
+            return await call()
+
+    async def script(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        """Run a script with the standard header (base, retention) prepended to ``args``."""
+        base = keys[0][: keys[0].index("}") + 1]
+        full = [base, self.settings.retention_ms, *args]
+        async with translate_errors():
+            return await self.scripts.call(name, keys, full)
+
+    async def ping(self) -> None:
+        await self._run(self.redis.ping)
+
+    # ----------------------------------------------------------------- promises
+    async def create(
+        self,
+        promise_id: str,
+        param: bytes = b"",
+        *,
+        param_headers: bytes = b"",
+        tags: dict[str, str] | None = None,
+        timeout_ms: int | None = None,
+        group: str | None = None,
+        listener: str | None = None,
+        fence: Fence | None = None,
+        timer: bool = False,
+    ) -> tuple[bool, Promise]:
+        """Create ``promise_id`` or return the existing one (``created`` is then False).
+
+        With ``group`` a task is created and delivered to that group's stream in the same step.
+        With ``listener`` the client's inbox gets the record when the promise settles.
+        With ``fence`` the create is refused (:class:`Fenced`) unless the fence holds its task.
+        """
+        check_id(promise_id)
+        if group is not None:
+            check_group(group)
+        if len(param) + len(param_headers) > self.settings.max_payload:
+            raise BadInput(f"params are over the {self.settings.max_payload}-byte limit")
+        tags_json = _tags_json(tags)
+        timeout = self.settings.default_timeout_ms if timeout_ms is None else int(timeout_ms)
+        if timeout < 0:
+            raise BadInput("timeout must not be negative")
+        args = [
+            promise_id, param, param_headers, tags_json, timeout, group or "", listener or "",
+            *(fence.args() if fence else NO_FENCE), "1" if timer else "0",
+        ]  # fmt: skip
+        raw = await self.script("create", [self.keys.promise(promise_id)], args)
+        return bool(raw[0]), parse_promise(raw[1:])
+
+    async def get(self, promise_id: str, listener: str | None = None) -> Promise:
+        """The promise (lazily timed out if past its deadline), or :class:`NotFound`."""
+        check_id(promise_id)
+        raw = await self.script(
+            "get", [self.keys.promise(promise_id)], [promise_id, listener or ""]
+        )
+        if raw is None:
+            raise NotFound(f"no promise with id {promise_id!r} (never created, or expired)")
+        return parse_promise(raw)
+
+    async def settle(
+        self,
+        promise_id: str,
+        state: str,
+        value: bytes = b"",
+        *,
+        value_headers: bytes = b"",
+        fence: Fence | None = None,
+    ) -> tuple[bool, Promise]:
+        """Settle once; ``changed`` is False when it was already settled (record unchanged)."""
+        check_id(promise_id)
+        if state not in _SETTLE_STATES:
+            raise BadInput(f"cannot settle to {state!r}; use one of {', '.join(_SETTLE_STATES)}")
+        if len(value) + len(value_headers) > self.settings.max_payload:
+            raise BadInput(f"value is over the {self.settings.max_payload}-byte limit")
+        args = [promise_id, state, value, value_headers, *(fence.args() if fence else NO_FENCE)]
+        raw = await self.script("settle", [self.keys.promise(promise_id)], args)
+        if raw is None:
+            raise NotFound(f"no promise with id {promise_id!r} (never created, or expired)")
+        return bool(raw[0]), parse_promise(raw[1:])
+
+    async def search(
+        self,
+        state: str | None = None,
+        tag: tuple[str, str] | None = None,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> tuple[list[Promise], int]:
+        """Promises by state and/or one tag, from the indexes (no key scans).
+
+        Returns the page and the next offset (-1 when there is no more). Searches shard 0
+        and onwards in turn when there are several shards (offsets are per call).
+        """
+        if state is not None and state not in PROMISE_STATES:
+            raise BadInput(f"unknown state {state!r}; use one of {', '.join(PROMISE_STATES)}")
+        if tag is None and state is None:
+            raise BadInput("search needs a state or a tag")
+        found: list[Promise] = []
+        nxt = -1
+        for base in self.keys.all_bases():
+            if tag is not None:
+                index = Keys.tag_index(base, tag[0], tag[1])
+            else:
+                assert state is not None
+                index = Keys.state_index(base, state)
+            raw = await self.script("search", [index], [state or "", offset, limit])
+            nxt = max(nxt, int(raw[0]))
+            found.extend(parse_promise(r) for r in raw[1:])
+        return found, nxt
+
+    async def count_by_state(self) -> dict[str, int]:
+        """How many promises are in each state (from the state indexes)."""
+        counts = dict.fromkeys(PROMISE_STATES, 0)
+        async with translate_errors():
+            for base in self.keys.all_bases():
+                pipe = self.redis.pipeline(transaction=False)
+                for s in PROMISE_STATES:
+                    pipe.zcard(Keys.state_index(base, s))
+                for s, n in zip(PROMISE_STATES, await pipe.execute(), strict=True):
+                    counts[s] += int(n)
+        return counts
+
+
+def _tags_json(tags: dict[str, str] | None) -> str:
+    if not tags:
+        return ""
+    for k, v in tags.items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise BadInput("tags must map strings to strings")
+        if not k or len(k) > 128 or len(v) > 1024 or "=" in k:
+            raise BadInput(f"tag {k[:40]!r} is empty, too long, or contains '='")
+    return json.dumps(tags, separators=(",", ":"), sort_keys=True)

@@ -1,0 +1,76 @@
+"""msgpack encoding of params and values, with size and shape limits. Never pickle.
+
+Guarantees: :func:`encode` refuses anything over ``max_payload`` bytes and any type msgpack cannot
+represent natively (with :class:`BadInput` / :class:`PayloadTooLarge`, before anything is sent);
+:func:`decode` refuses ext types, inputs over the size limit, truncated or trailing bytes, and
+nesting deeper than :data:`MAX_DEPTH`, raising :class:`BadInput` and never anything else.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+from broker.errors import BadInput, PayloadTooLarge
+
+__all__ = ["MAX_DEPTH", "decode", "encode"]
+
+MAX_DEPTH = 32
+
+
+def _refuse_ext(code: int, data: bytes) -> Any:
+    raise BadInput(f"msgpack ext type {code} is not accepted")
+
+
+def encode(value: Any, max_payload: int = 1 << 20, what: str = "value") -> bytes:
+    """Pack ``value`` (None, bool, int, float, str, bytes, list, tuple, dict) to msgpack."""
+    try:
+        data: bytes = msgpack.packb(value, use_bin_type=True, strict_types=False)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise BadInput(
+            f"{what} cannot be encoded ({exc}); use None, bool, int, float, str, bytes, "
+            "list, tuple or dict"
+        ) from None
+    if len(data) > max_payload:
+        raise PayloadTooLarge(
+            f"{what} is {len(data)} bytes encoded, over the {max_payload}-byte limit; "
+            "store large data elsewhere and pass a reference"
+        )
+    _check_depth(value)
+    return data
+
+
+def decode(data: bytes, max_payload: int = 1 << 20, what: str = "payload") -> Any:
+    """Unpack msgpack ``data`` with the limits above."""
+    if len(data) > max_payload:
+        raise PayloadTooLarge(f"{what} is {len(data)} bytes, over the {max_payload}-byte limit")
+    try:
+        value = msgpack.unpackb(
+            data,
+            raw=False,
+            strict_map_key=False,
+            ext_hook=_refuse_ext,
+            max_buffer_size=max_payload,
+            use_list=True,
+        )
+    except BadInput:
+        raise
+    except Exception as exc:  # msgpack raises many unrelated types on garbage
+        raise BadInput(f"{what} is not valid msgpack ({type(exc).__name__}: {exc})") from None
+    _check_depth(value)
+    return value
+
+
+def _check_depth(value: Any) -> None:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise BadInput(f"payload nests deeper than {MAX_DEPTH} levels")
+        if isinstance(item, dict):
+            for k, v in item.items():
+                stack.append((k, depth + 1))
+                stack.append((v, depth + 1))
+        elif isinstance(item, list | tuple):
+            stack.extend((v, depth + 1) for v in item)

@@ -1,0 +1,103 @@
+"""The one exception tree of lb.
+
+Every error lb raises on purpose derives from :class:`LbError` and carries a message that says
+what went wrong and what to do about it. The CLI prints ``str(error)`` on one line and exits with
+``error.exit_code``; nothing else is shown to a user.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AlreadyExists",
+    "BadInput",
+    "BadTarget",
+    "Fenced",
+    "LbError",
+    "NotFound",
+    "PayloadTooLarge",
+    "PromiseRejected",
+    "RedisUnavailable",
+    "Timeout",
+    "UnknownFunction",
+]
+
+
+class LbError(Exception):
+    """Root of every error lb raises on purpose."""
+
+    exit_code = 1
+
+
+class BadInput(LbError, ValueError):
+    """Raised when an id, group, name, argument or payload is malformed or hostile."""
+
+    exit_code = 2
+
+
+class PayloadTooLarge(BadInput):
+    """Raised when encoded params or a value exceed the configured size limit."""
+
+
+class BadTarget(BadInput):
+    """Raised when a target is not ``poll://any@<group>`` or ``poll://uni@<group>/<pid>``."""
+
+
+class UnknownFunction(LbError):
+    """Raised when no function of that name is registered where it was looked up."""
+
+    exit_code = 3
+
+
+class NotFound(LbError, KeyError):
+    """Raised when a promise or task with that id does not exist (or has expired)."""
+
+    exit_code = 4
+
+    def __str__(self) -> str:  # KeyError quotes its message; we want plain words.
+        return str(self.args[0]) if self.args else "not found"
+
+
+class AlreadyExists(LbError):
+    """Raised when an id is reused in a way the caller asked to be strict about."""
+
+
+class Fenced(LbError):
+    """Raised when a worker-side mutation carries a stale (task id, version, pid).
+
+    The task was taken over by another worker (or finished); this worker must stop that
+    execution and must not settle anything for it. Seeing this error is normal after a stall.
+    """
+
+    exit_code = 5
+
+
+class Timeout(LbError, TimeoutError):
+    """Raised when waiting for a promise took longer than the caller allowed.
+
+    The promise itself is untouched: it may still settle later.
+    """
+
+    exit_code = 6
+
+
+class RedisUnavailable(LbError, ConnectionError):
+    """Raised when Redis cannot be reached; nothing was changed by the failed call."""
+
+    exit_code = 7
+
+
+class PromiseRejected(LbError):
+    """Raised by ``result()`` when the promise settled rejected, canceled or timed out.
+
+    ``state`` holds the promise state, ``error_type`` and ``error_message`` what the function
+    raised (when it raised).
+    """
+
+    exit_code = 8
+
+    def __init__(self, promise_id: str, state: str, error_type: str, error_message: str) -> None:
+        self.promise_id = promise_id
+        self.state = state
+        self.error_type = error_type
+        self.error_message = error_message
+        super().__init__(f"promise {promise_id!r} {state}: {error_type}: {error_message}")

@@ -1,0 +1,85 @@
+"""The heartbeat, run on its own thread with its own synchronous connection.
+
+Why a thread: user code may hold the event loop (a blocking call inside ``async def``) or the
+GIL in short slices (CPU-bound ``def``); a dedicated thread keeps heartbeating through both, so a
+healthy but busy worker never loses its tasks to a false takeover.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import redis
+import redis.exceptions as rexc
+
+from broker.keys import Keys
+from broker.scripts import script_source
+from broker.settings import Settings
+
+__all__ = ["Heartbeat"]
+
+
+class Heartbeat(threading.Thread):
+    """Renews ``held()`` every ``interval`` s; calls ``on_lost(task_ids)`` for tasks lost.
+
+    ``held`` returns (base, task id, version) triples and is called from this thread, so it
+    must be thread-safe (a snapshot of a dict is enough). Redis errors are retried on the next
+    beat; they never stop the thread.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        group: str,
+        pid: str,
+        interval: float,
+        held: Callable[[], list[tuple[str, str, str]]],
+        on_lost: Callable[[list[str]], None],
+    ) -> None:
+        super().__init__(name=f"lb-heartbeat-{pid}", daemon=True)
+        self.settings = settings
+        self.group = group
+        self.pid = pid
+        self.interval = interval
+        self.held = held
+        self.on_lost = on_lost
+        self.stopping = threading.Event()
+        self.client = redis.Redis.from_url(
+            settings.url,
+            client_name=pid,
+            socket_connect_timeout=settings.connect_timeout,
+            socket_timeout=max(1.0, interval * 2),
+        )
+        self.script = self.client.register_script(script_source("heartbeat"))
+        self.beats = 0
+
+    def beat(self) -> list[str]:
+        """One heartbeat for every shard; returns the task ids no longer held."""
+        by_base: dict[str, list[str]] = {b: [] for b in Keys(self.settings.prefix,
+                                                            self.settings.shards).all_bases()}
+        for base, tid, version in self.held():
+            by_base.setdefault(base, []).extend([tid, version])
+        lost: list[str] = []
+        info_ttl = max(3 * self.settings.ttl_ms, 3000)
+        for base, pairs in by_base.items():
+            args = [base, self.settings.retention_ms, self.pid, self.group, info_ttl, *pairs]
+            res = self.script(keys=[Keys.stream(base, self.group)], args=args)
+            lost += [x.decode() if isinstance(x, bytes) else str(x) for x in res]
+        self.beats += 1
+        return lost
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                lost = self.beat()
+                if lost:
+                    self.on_lost(lost)
+            except (rexc.RedisError, OSError):
+                pass  # Redis down or restarting: try again next beat; takeovers are fenced.
+            self.stopping.wait(self.interval)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(timeout=5)
+        self.client.close()

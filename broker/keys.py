@@ -1,0 +1,155 @@
+"""Every Redis key lb uses, built in one place.
+
+Layout: ``{<prefix>:<shard>}:<kind>:<name>``. The leading ``{...}`` is a Redis Cluster hash tag,
+so every key of one shard lives in one slot and each Lua script touches exactly one slot. The
+shard of a promise is ``crc32(root) % shards`` where ``root`` is the id up to its first ``:``;
+children (``root:1``, ``root:1.2``) therefore share their root's shard, which lets a parent's
+fenced script create and settle them. ``broker/lua/lib.lua`` builds the derived keys with the
+same rules (tested in ``tests/test_keys.py``).
+
+This module also validates the names that end up inside keys (ids, groups, function names): a
+hostile name is refused with :class:`BadInput` before it reaches Redis.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass
+
+from broker.errors import BadInput
+
+__all__ = [
+    "CONSUMER_GROUP",
+    "PROMISE_STATES",
+    "Keys",
+    "check_func_name",
+    "check_group",
+    "check_id",
+    "root_of",
+]
+
+CONSUMER_GROUP = "lb"
+PROMISE_STATES = ("pending", "resolved", "rejected", "rejected_canceled", "rejected_timedout")
+MAX_ID_BYTES = 512
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_GROUP_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+_FUNC_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:\-]{0,127}$")
+
+
+def check_id(value: object, what: str = "id") -> str:
+    """Return ``value`` if it is a usable promise id, else raise :class:`BadInput`.
+
+    Ids are 1-512 bytes of UTF-8 with no control characters (no NUL, no newline). Braces,
+    colons and stars are fine: they never reach a key's hash tag or a pattern.
+    """
+    if not isinstance(value, str) or not value:
+        raise BadInput(f"{what} must be a non-empty string")
+    if len(value.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
+        raise BadInput(f"{what} is longer than {MAX_ID_BYTES} bytes")
+    if _CONTROL.search(value):
+        raise BadInput(f"{what} {value[:40]!r} contains a control character (NUL, newline, ...)")
+    return value
+
+
+def check_group(value: object) -> str:
+    """Return ``value`` if it is a valid group name (1-64 of ``[A-Za-z0-9_.-]``)."""
+    if not isinstance(value, str) or not _GROUP_RE.match(value):
+        shown = repr(value)[:60]
+        raise BadInput(f"group {shown} must be 1-64 characters of letters, digits, '_', '.', '-'")
+    return value
+
+
+def check_func_name(value: object) -> str:
+    """Return ``value`` if it is a valid function name (an identifier-like string)."""
+    if not isinstance(value, str) or not _FUNC_RE.match(value):
+        shown = repr(value)[:60]
+        raise BadInput(f"function name {shown} must look like an identifier (max 128 characters)")
+    return value
+
+
+def root_of(promise_id: str) -> str:
+    """The part of an id that picks its shard: everything before the first ``:``."""
+    return promise_id.split(":", 1)[0]
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key builder for one prefix and shard count."""
+
+    prefix: str = "lb"
+    shards: int = 1
+
+    def shard_of(self, promise_id: str) -> int:
+        """The shard that holds ``promise_id`` and all its descendants."""
+        if self.shards == 1:
+            return 0
+        return zlib.crc32(root_of(promise_id).encode("utf-8", "surrogatepass")) % self.shards
+
+    def base(self, shard: int) -> str:
+        """The hash-tagged base of every key in ``shard``: ``{prefix:shard}``."""
+        return "{%s:%d}" % (self.prefix, shard)
+
+    def base_for(self, promise_id: str) -> str:
+        return self.base(self.shard_of(promise_id))
+
+    def all_bases(self) -> list[str]:
+        return [self.base(s) for s in range(self.shards)]
+
+    # Per promise (shard chosen by the id).
+    def promise(self, promise_id: str) -> str:
+        return f"{self.base_for(promise_id)}:p:{promise_id}"
+
+    def task(self, promise_id: str) -> str:
+        return f"{self.base_for(promise_id)}:t:{promise_id}"
+
+    def callbacks(self, promise_id: str) -> str:
+        return f"{self.base_for(promise_id)}:cb:{promise_id}"
+
+    def listeners(self, promise_id: str) -> str:
+        return f"{self.base_for(promise_id)}:ls:{promise_id}"
+
+    # Per shard.
+    @staticmethod
+    def stream(base: str, group: str) -> str:
+        return f"{base}:q:{group}"
+
+    @staticmethod
+    def dead_letters(base: str, group: str) -> str:
+        return f"{base}:dlq:{group}"
+
+    @staticmethod
+    def timeouts(base: str) -> str:
+        return f"{base}:timeouts"
+
+    @staticmethod
+    def gc(base: str) -> str:
+        return f"{base}:gc"
+
+    @staticmethod
+    def sweep_lease(base: str) -> str:
+        return f"{base}:lease"
+
+    @staticmethod
+    def groups(base: str) -> str:
+        return f"{base}:groups"
+
+    @staticmethod
+    def inbox(base: str, client_id: str) -> str:
+        return f"{base}:inbox:{client_id}"
+
+    @staticmethod
+    def state_index(base: str, state: str) -> str:
+        return f"{base}:ix:s:{state}"
+
+    @staticmethod
+    def tag_index(base: str, key: str, value: str) -> str:
+        return f"{base}:ix:t:{key}={value}"
+
+    @staticmethod
+    def workers(base: str, group: str) -> str:
+        return f"{base}:w:{group}"
+
+    @staticmethod
+    def worker_info(base: str, worker: str) -> str:
+        return f"{base}:wi:{worker}"

@@ -1,0 +1,45 @@
+-- create.lua: create a promise (optionally with a task delivered to a group), idempotently.
+-- KEYS[1]  promise key (routing only; the script derives every key from ARGV[1])
+-- ARGV[1]  base   ARGV[2] retention_ms
+-- ARGV[3]  id     ARGV[4] param (bytes)   ARGV[5] param headers (bytes, may be '')
+-- ARGV[6]  tags as a JSON object ('' for none)   ARGV[7] timeout in ms from now (Redis clock)
+-- ARGV[8]  group ('' = no task)   ARGV[9] listener client id ('' = none)
+-- ARGV[10] fence task id ('' = unfenced)   ARGV[11] fence version   ARGV[12] fence pid
+-- ARGV[13] '1' when the promise is a timer (resolves at its deadline instead of timing out)
+-- Returns {created (1|0), record...}; record in lib.lua FIELDS order.
+-- Guarantees: an existing id is returned unchanged (after a lazy timeout check) and nothing
+-- else happens (no second task); a fenced create by a stale holder fails with FENCED and
+-- changes nothing.
+local id, param, ph, tags, timeout = ARGV[3], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
+local group, cid, ftid, fv, fpid, timer = ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13]
+if ftid ~= '' and not holds(ftid, fv, fpid) then return fenced_error(ftid, fv, fpid) end
+local now = now_ms()
+local state = lazy_timeout(id, now)
+if state then
+  if cid ~= '' and redis.call('HGET', k_promise(id), 'state') == 'pending' then
+    redis.call('SADD', k_ls(id), cid)
+  end
+  local r = record(id)
+  table.insert(r, 1, 0)
+  return r
+end
+local timeout_at = now + timeout
+redis.call('HSET', k_promise(id), 'id', id, 'state', 'pending', 'param', param, 'ph', ph,
+           'value', '', 'vh', '', 'tags', tags, 'timeout_at', timeout_at, 'created_at', now,
+           'settled_at', 0, 'timer', timer)
+redis.call('ZADD', k_state('pending'), now, id)
+redis.call('ZADD', K_TIMEOUTS, timeout_at, id)
+if tags ~= '' then
+  for k, v in pairs(cjson.decode(tags)) do
+    redis.call('ZADD', k_tag(k, tostring(v)), now, id)
+  end
+end
+if group ~= '' then
+  redis.call('HSET', k_task(id), 'state', 'pending', 'v', 0, 'pid', '', 'group', group,
+             'eid', '', 'attempts', 0, 'fails', 0, 'created_at', now)
+  deliver(id, group)
+end
+if cid ~= '' then redis.call('SADD', k_ls(id), cid) end
+local r = record(id)
+table.insert(r, 1, 1)
+return r

@@ -1,0 +1,12 @@
+-- fulfill.lua: the holder of a task settles the task's promise and completes the task.
+-- KEYS[1] promise key   ARGV[1] base   ARGV[2] retention_ms
+-- ARGV[3] task id   ARGV[4] version   ARGV[5] pid
+-- ARGV[6] state (resolved|rejected)   ARGV[7] value   ARGV[8] value headers
+-- Returns the record (lib.lua FIELDS order).
+-- Guarantees: refused with FENCED unless (task id, version, pid) holds the task right now;
+-- on success the promise settles (if still pending), the stream entry is acked and deleted
+-- in the same step, so the stream keeps only backlog and in-flight work.
+local tid, v, pid, state, value, vh = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+if not holds(tid, v, pid) then return fenced_error(tid, v, pid) end
+settle(tid, state, value, vh, now_ms())
+return record(tid)

@@ -1,0 +1,23 @@
+-- heartbeat.lua: a worker renews the tasks it still holds and reports itself alive.
+-- KEYS[1] the group's stream   ARGV[1] base   ARGV[2] retention_ms
+-- ARGV[3] worker pid   ARGV[4] group   ARGV[5] worker info TTL in ms
+-- ARGV[6..] pairs: task id, version
+-- Returns the task ids this worker no longer holds (taken over, settled or canceled).
+-- Guarantees: only entries the worker owns at the current version are renewed (XCLAIM JUSTID
+-- resets their idle time without counting a delivery); nothing held by another worker is
+-- ever touched, because ownership is checked here and not left to XCLAIM.
+local pid, group, info_ttl = ARGV[3], ARGV[4], tonumber(ARGV[5])
+local now = now_ms()
+redis.call('ZADD', B .. ':w:' .. group, now, pid)
+redis.call('PEXPIRE', B .. ':wi:' .. pid, info_ttl)
+local lost = {}
+for i = 6, #ARGV, 2 do
+  local tid, v = ARGV[i], ARGV[i + 1]
+  if holds(tid, v, pid) then
+    local eid = redis.call('HGET', k_task(tid), 'eid')
+    redis.call('XCLAIM', k_stream(group), CG, pid, 0, eid, 'JUSTID')
+  else
+    table.insert(lost, tid)
+  end
+end
+return lost

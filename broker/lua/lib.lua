@@ -1,0 +1,137 @@
+-- lib.lua: helpers prepended to every script (by broker/scripts.py); not a script of its own.
+--
+-- Every script receives ARGV[1] = base (the shard's hash tag, e.g. "{lb:0}") and
+-- ARGV[2] = retention in ms, and builds the keys it derives below from the base. All of them
+-- share the base's hash tag, so a script touches one slot. Key shapes mirror broker/keys.py.
+local B = ARGV[1]
+local RETENTION = tonumber(ARGV[2])
+local CG = 'lb'  -- the consumer group name on every group stream
+
+local function k_promise(id) return B .. ':p:' .. id end
+local function k_task(id) return B .. ':t:' .. id end
+local function k_cb(id) return B .. ':cb:' .. id end
+local function k_ls(id) return B .. ':ls:' .. id end
+local function k_stream(g) return B .. ':q:' .. g end
+local function k_dlq(g) return B .. ':dlq:' .. g end
+local function k_state(s) return B .. ':ix:s:' .. s end
+local function k_tag(k, v) return B .. ':ix:t:' .. k .. '=' .. v end
+local function k_inbox(c) return B .. ':inbox:' .. c end
+local K_TIMEOUTS = B .. ':timeouts'
+local K_GC = B .. ':gc'
+local K_GROUPS = B .. ':groups'
+
+local FIELDS = {'id', 'state', 'param', 'ph', 'value', 'vh', 'tags', 'timeout_at',
+                'created_at', 'settled_at'}
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- The promise as a flat array in FIELDS order, or false when it does not exist.
+local function record(id)
+  local r = redis.call('HMGET', k_promise(id), unpack(FIELDS))
+  if not r[2] then return false end
+  return r
+end
+
+local function ensure_group(group)
+  if redis.call('SADD', K_GROUPS, group) == 1 then
+    redis.pcall('XGROUP', 'CREATE', k_stream(group), CG, '0', 'MKSTREAM')
+  end
+end
+
+-- Put a task (back) on its group's stream as a fresh entry; returns the entry id.
+local function deliver(tid, group)
+  ensure_group(group)
+  local eid = redis.call('XADD', k_stream(group), '*', 't', tid)
+  redis.call('HSET', k_task(tid), 'state', 'pending', 'eid', eid, 'pid', '')
+  return eid
+end
+
+-- A settled promise wakes each task suspended on it.
+local function resume(tid)
+  local t = redis.call('HMGET', k_task(tid), 'state', 'group')
+  if t[1] == 'suspended' then deliver(tid, t[2]) end
+end
+
+local function drop_entry(group, eid)
+  if eid and eid ~= '' then
+    redis.call('XACK', k_stream(group), CG, eid)
+    redis.call('XDEL', k_stream(group), eid)
+  end
+end
+
+-- Settle a pending promise exactly once. Returns the resulting state, or false if missing.
+-- Side effects, all in this one atomic step: indexes moved, timeout dropped, retention set,
+-- the promise's own task completed (its stream entry acked and deleted), suspended tasks
+-- resumed (callbacks), waiting clients notified (listeners).
+local function settle(id, state, value, vh, now)
+  local pk = k_promise(id)
+  local cur = redis.call('HMGET', pk, 'state', 'created_at', 'tags')
+  if not cur[1] then return false end
+  if cur[1] ~= 'pending' then return cur[1] end
+  redis.call('HSET', pk, 'state', state, 'value', value, 'vh', vh, 'settled_at', now)
+  redis.call('ZREM', k_state('pending'), id)
+  redis.call('ZADD', k_state(state), cur[2], id)
+  redis.call('ZREM', K_TIMEOUTS, id)
+  redis.call('ZADD', K_GC, now + RETENTION, id)
+  -- Safety net only: the sweeper deletes the promise (and its index entries) at now+RETENTION.
+  redis.call('PEXPIRE', pk, RETENTION + 86400000)
+  local tk = k_task(id)
+  local t = redis.call('HMGET', tk, 'state', 'group', 'eid')
+  if t[1] then
+    if t[1] ~= 'fulfilled' then
+      drop_entry(t[2], t[3])
+      redis.call('HSET', tk, 'state', 'fulfilled', 'eid', '', 'pid', '')
+    end
+    redis.call('PEXPIRE', tk, RETENTION + 86400000)
+  end
+  local cbs = redis.call('SMEMBERS', k_cb(id))
+  for _, tid in ipairs(cbs) do resume(tid) end
+  redis.call('DEL', k_cb(id))
+  local ls = redis.call('SMEMBERS', k_ls(id))
+  if #ls > 0 then
+    local msg = cmsgpack.pack({id, state, value, vh, now})
+    for _, cid in ipairs(ls) do
+      redis.call('RPUSH', k_inbox(cid), msg)
+      redis.call('PEXPIRE', k_inbox(cid), 600000)
+    end
+    redis.call('DEL', k_ls(id))
+  end
+  return state
+end
+
+-- Settle a pending promise whose deadline passed: timers resolve, others time out.
+local function lazy_timeout(id, now)
+  local p = redis.call('HMGET', k_promise(id), 'state', 'timeout_at', 'timer')
+  if p[1] == 'pending' and tonumber(p[2]) <= now then
+    if p[3] == '1' then
+      settle(id, 'resolved', '', '', now)
+    else
+      settle(id, 'rejected_timedout', '', '', now)
+    end
+  end
+  return p[1]
+end
+
+-- Move a task's entry to its group's dead-letter stream and reject its promise.
+local function dead_letter(tid, group, eid, reason, now)
+  redis.call('XADD', k_dlq(group), 'MAXLEN', '~', '10000', '*', 't', tid, 'eid', eid or '',
+             'reason', reason, 'at', now)
+  drop_entry(group, eid)
+  redis.call('HSET', k_task(tid), 'eid', '')
+  local value = cmsgpack.pack({type = 'DeadLettered', message = reason})
+  settle(tid, 'rejected', value, '', now)
+end
+
+-- True when (tid, v, pid) is the current holder of an acquired task.
+local function holds(tid, v, pid)
+  local t = redis.call('HMGET', k_task(tid), 'state', 'v', 'pid')
+  return t[1] == 'acquired' and t[2] == v and t[3] == pid
+end
+
+local function fenced_error(tid, v, pid)
+  return redis.error_reply('FENCED task ' .. tid .. ' version ' .. v .. ' is no longer held by '
+                           .. pid)
+end

@@ -1,0 +1,39 @@
+-- sweep.lua: settle expired promises and purge retained ones, under a fleet-wide lease.
+-- KEYS[1] the shard's sweep lease key   ARGV[1] base   ARGV[2] retention_ms
+-- ARGV[3] worker pid   ARGV[4] lease ms   ARGV[5] max items per call
+-- ARGV[6] worker registry horizon ms (entries older than this are dropped from w:<group>)
+-- Returns {holds lease (1|0), timeouts settled, promises purged, next deadline ms or -1, now}.
+-- Guarantees: only the lease holder sweeps (others return at once); time is the Redis clock;
+-- timers resolve and other promises time out (rejected_timedout), waking their awaiters; a
+-- purged promise leaves no key and no index entry behind.
+local pid, lease_ms, limit, horizon = ARGV[3], ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= pid then return {0, 0, 0, -1, 0} end
+redis.call('SET', KEYS[1], pid, 'PX', lease_ms)
+local now = now_ms()
+local due = redis.call('ZRANGEBYSCORE', K_TIMEOUTS, '-inf', now, 'LIMIT', 0, limit)
+for _, id in ipairs(due) do
+  if not lazy_timeout(id, now) then redis.call('ZREM', K_TIMEOUTS, id) end
+  -- a promise settled some other way is no longer in the index; make sure either way
+  redis.call('ZREM', K_TIMEOUTS, id)
+end
+local gone = redis.call('ZRANGEBYSCORE', K_GC, '-inf', now, 'LIMIT', 0, limit)
+for _, id in ipairs(gone) do
+  local p = redis.call('HMGET', k_promise(id), 'state', 'tags')
+  if p[1] then redis.call('ZREM', k_state(p[1]), id) end
+  if p[2] and p[2] ~= '' then
+    for k, v in pairs(cjson.decode(p[2])) do redis.call('ZREM', k_tag(k, tostring(v)), id) end
+  end
+  for _, s in ipairs({'resolved', 'rejected', 'rejected_canceled', 'rejected_timedout'}) do
+    redis.call('ZREM', k_state(s), id)
+  end
+  redis.call('DEL', k_promise(id), k_task(id), k_cb(id), k_ls(id))
+  redis.call('ZREM', K_GC, id)
+end
+for _, g in ipairs(redis.call('SMEMBERS', K_GROUPS)) do
+  redis.call('ZREMRANGEBYSCORE', B .. ':w:' .. g, '-inf', now - horizon)
+end
+local nxt = redis.call('ZRANGE', K_TIMEOUTS, 0, 0, 'WITHSCORES')
+local next_at = -1
+if #nxt > 0 then next_at = tonumber(nxt[2]) end
+return {1, #due, #gone, next_at, now}

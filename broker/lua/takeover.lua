@@ -1,0 +1,75 @@
+-- takeover.lua: a live worker takes over tasks whose holder went silent past the ttl.
+-- KEYS[1] the group's stream   ARGV[1] base   ARGV[2] retention_ms
+-- ARGV[3] worker pid   ARGV[4] group   ARGV[5] min idle ms (the ttl)   ARGV[6] cursor
+-- ARGV[7] count (the worker's free slots)   ARGV[8] max deliveries
+-- ARGV[9..] optional: names of consumers known dead (their connection is gone); their entries
+--           are taken at once, whatever their idle time.
+-- Returns {next cursor, {entry id, 'ok', task id, version, attempts, param, ph, timeout_at,
+--   previous holder} | {entry id, 'skip'} | {entry id, 'dead', task id} ...}.
+-- Guarantees: XAUTOCLAIM and the version bump happen in this one atomic step, so from the
+-- moment a task is taken over every call of its old holder is refused (FENCED). Entries deleted
+-- from the stream are dropped from the pending list; stale entries are acked and deleted.
+local pid, group, min_idle, cursor = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local count, maxd = tonumber(ARGV[7]), tonumber(ARGV[8])
+local q = k_stream(group)
+local now = now_ms()
+local claimed = {}
+for i = 9, #ARGV do
+  if count - #claimed <= 0 then break end
+  local dead = ARGV[i]
+  if dead ~= pid then
+    local pend = redis.call('XPENDING', q, CG, '-', '+', count - #claimed, dead)
+    for _, p in ipairs(pend) do
+      local got = redis.call('XCLAIM', q, CG, pid, 0, p[1])
+      if #got == 0 then
+        redis.call('XACK', q, CG, p[1])
+      else
+        table.insert(claimed, got[1])
+      end
+    end
+  end
+end
+local next_cursor = cursor
+if count - #claimed > 0 then
+  local r = redis.call('XAUTOCLAIM', q, CG, pid, min_idle, cursor, 'COUNT', count - #claimed)
+  next_cursor = r[1]
+  for _, e in ipairs(r[2]) do table.insert(claimed, e) end
+end
+local out = {next_cursor}
+for _, e in ipairs(claimed) do
+  local eid, fields = e[1], e[2]
+  local tid = false
+  if type(fields) == 'table' then
+    for j = 1, #fields, 2 do if fields[j] == 't' then tid = fields[j + 1] end end
+  end
+  if not fields or type(fields) ~= 'table' then
+    -- Redis 6.2 returns deleted entries with no fields: drop them from the pending list.
+    redis.call('XACK', q, CG, eid)
+  else
+    local t = false
+    if tid then t = redis.call('HMGET', k_task(tid), 'state', 'eid', 'attempts', 'pid') end
+    if not t or not t[1] then
+      redis.call('XADD', k_dlq(group), 'MAXLEN', '~', '10000', '*', 't', tid or '', 'eid', eid,
+                 'reason', 'entry names no task', 'at', now)
+      drop_entry(group, eid)
+      table.insert(out, {eid, 'dead', tid or ''})
+    elseif t[2] ~= eid or (t[1] ~= 'acquired' and t[1] ~= 'pending') then
+      drop_entry(group, eid)
+      table.insert(out, {eid, 'skip'})
+    else
+      local prev = t[4]
+      local attempts = redis.call('HINCRBY', k_task(tid), 'attempts', 1)
+      if attempts > maxd then
+        dead_letter(tid, group, eid, 'delivered ' .. (attempts - 1) ..
+                    ' times without completing (max deliveries reached)', now)
+        table.insert(out, {eid, 'dead', tid})
+      else
+        local v = redis.call('HINCRBY', k_task(tid), 'v', 1)
+        redis.call('HSET', k_task(tid), 'state', 'acquired', 'pid', pid)
+        local p = redis.call('HMGET', k_promise(tid), 'param', 'ph', 'timeout_at')
+        table.insert(out, {eid, 'ok', tid, tostring(v), attempts, p[1], p[2], p[3], prev})
+      end
+    end
+  end
+end
+return out

@@ -1,0 +1,132 @@
+"""Typed views of what the Lua scripts return."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Claimed", "Fence", "Promise", "parse_promise"]
+
+SETTLED_STATES = ("resolved", "rejected", "rejected_canceled", "rejected_timedout")
+
+
+def _s(b: Any) -> str:
+    return b.decode("utf-8", "surrogateescape") if isinstance(b, bytes) else str(b)
+
+
+def _i(b: Any) -> int:
+    return int(b) if b not in (None, b"", "") else 0
+
+
+@dataclass(frozen=True)
+class Promise:
+    """A durable promise as stored. Times are ms since the epoch by the Redis server's clock."""
+
+    id: str
+    state: str
+    param: bytes
+    param_headers: bytes
+    value: bytes
+    value_headers: bytes
+    tags: dict[str, str]
+    timeout_at: int
+    created_at: int
+    settled_at: int
+
+    @property
+    def pending(self) -> bool:
+        return self.state == "pending"
+
+    @property
+    def settled(self) -> bool:
+        return self.state != "pending"
+
+    def to_json(self) -> dict[str, Any]:
+        """The record with binary fields left out (callers decode ``value`` themselves)."""
+        return {
+            "id": self.id,
+            "state": self.state,
+            "tags": self.tags,
+            "timeout_at": self.timeout_at,
+            "created_at": self.created_at,
+            "settled_at": self.settled_at or None,
+        }
+
+
+def parse_promise(raw: list[Any]) -> Promise:
+    """Build a :class:`Promise` from a record in ``lib.lua`` FIELDS order."""
+    tags_raw = raw[6] or b""
+    tags: dict[str, str] = json.loads(tags_raw) if tags_raw not in (b"", b"{}") else {}
+    return Promise(
+        id=_s(raw[0]),
+        state=_s(raw[1]),
+        param=raw[2] or b"",
+        param_headers=raw[3] or b"",
+        value=raw[4] or b"",
+        value_headers=raw[5] or b"",
+        tags=tags,
+        timeout_at=_i(raw[7]),
+        created_at=_i(raw[8]),
+        settled_at=_i(raw[9]),
+    )
+
+
+@dataclass(frozen=True)
+class Fence:
+    """The fencing token of one execution: a mutation is refused unless all three match."""
+
+    task_id: str
+    version: str
+    pid: str
+
+    def args(self) -> list[str]:
+        return [self.task_id, self.version, self.pid]
+
+
+NO_FENCE = ["", "", ""]
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A task a worker now holds, at ``version``, with its promise's params."""
+
+    task_id: str
+    version: str
+    attempts: int
+    param: bytes
+    param_headers: bytes
+    timeout_at: int
+    entry_id: str
+    base: str
+    group: str
+    previous_holder: str | None = None
+
+    def fence(self, pid: str) -> Fence:
+        return Fence(self.task_id, self.version, pid)
+
+
+def parse_claims(rows: list[Any], base: str, group: str) -> tuple[list[Claimed], list[str]]:
+    """Split an acquire/takeover answer into held tasks and dead-lettered task ids."""
+    held: list[Claimed] = []
+    dead: list[str] = []
+    for row in rows:
+        kind = _s(row[1])
+        if kind == "ok":
+            held.append(
+                Claimed(
+                    task_id=_s(row[2]),
+                    version=_s(row[3]),
+                    attempts=_i(row[4]),
+                    param=row[5] or b"",
+                    param_headers=row[6] or b"",
+                    timeout_at=_i(row[7]),
+                    entry_id=_s(row[0]),
+                    base=base,
+                    group=group,
+                    previous_holder=_s(row[8]) if len(row) > 8 and row[8] else None,
+                )
+            )
+        elif kind == "dead":
+            dead.append(_s(row[2]) if len(row) > 2 else "")
+    return held, dead

@@ -1,0 +1,51 @@
+"""Loading of the Lua scripts in ``broker/lua``.
+
+Each script file is one state transition; ``lib.lua`` is prepended to each of them. Scripts are
+registered with redis-py's ``register_script``, which runs them by SHA and transparently loads
+them again when Redis answers NOSCRIPT (after a restart or a SCRIPT FLUSH), in pipelines too.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+
+__all__ = ["SCRIPT_NAMES", "Scripts", "script_source"]
+
+SCRIPT_NAMES = (
+    "create",
+    "get",
+    "settle",
+    "fulfill",
+    "acquire",
+    "heartbeat",
+    "suspend",
+    "release",
+    "takeover",
+    "sweep",
+    "search",
+)
+
+
+@cache
+def script_source(name: str) -> str:
+    """The full text sent to Redis for script ``name``: lib.lua, then the script."""
+    lua = resources.files("broker") / "lua"
+    return (lua / "lib.lua").read_text("utf-8") + "\n" + (lua / f"{name}.lua").read_text("utf-8")
+
+
+class Scripts:
+    """The registered scripts of one async Redis client, by name."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._scripts: dict[str, AsyncScript] = {
+            name: redis.register_script(script_source(name)) for name in SCRIPT_NAMES
+        }
+
+    async def call(self, name: str, keys: list[str], args: list[Any], client: Any = None) -> Any:
+        """Run script ``name``; ``client`` may be a pipeline (the call is then queued)."""
+        return await self._scripts[name](keys=keys, args=args, client=client)

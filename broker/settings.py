@@ -1,0 +1,88 @@
+"""Connection and behaviour settings: one frozen dataclass, built from a URL.
+
+Guarantees: a :class:`Settings` never shows its password (``repr``/``str``/``safe_url``); every
+field has a default that works against a local Redis; ``from_url`` accepts ``redis://``,
+``rediss://`` and ``unix://`` URLs and rejects anything else with :class:`BadInput`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field, replace
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from broker.errors import BadInput
+
+__all__ = ["DEFAULT_URL", "Settings"]
+
+DEFAULT_URL = "redis://127.0.0.1:6379/0"
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a broker client needs to know; immutable, safe to share between threads."""
+
+    url: str = field(default=DEFAULT_URL, repr=False)
+    prefix: str = "lb"
+    shards: int = 1
+    max_payload: int = 1 << 20
+    retention_ms: int = 7 * 24 * 3600 * 1000
+    default_timeout_ms: int = 24 * 3600 * 1000
+    ttl_ms: int = 5000
+    max_deliveries: int = 10
+    max_failures: int = 3
+    max_inflight: int = 1024
+    max_connections: int = 64
+    socket_timeout: float | None = None
+    connect_timeout: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not _PREFIX_RE.match(self.prefix):
+            raise BadInput(
+                f"prefix {self.prefix!r} must be 1-64 characters of letters, digits, '_', '.', '-'"
+            )
+        if not 1 <= self.shards <= 1024:
+            raise BadInput("shards must be between 1 and 1024")
+        if self.max_payload < 64:
+            raise BadInput("max_payload must be at least 64 bytes")
+        if self.ttl_ms < 200:
+            raise BadInput("ttl must be at least 0.2 s")
+        scheme = urlsplit(self.url).scheme
+        if scheme not in ("redis", "rediss", "unix"):
+            raise BadInput(
+                f"Redis URL scheme {scheme!r} is not supported: use redis://, rediss:// or unix://"
+            )
+
+    @classmethod
+    def from_url(cls, url: str | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``url`` (default: ``$LB_REDIS_URL``, then the local default)."""
+        chosen = url or os.environ.get("LB_REDIS_URL") or DEFAULT_URL
+        prefix = overrides.pop("prefix", None) or os.environ.get("LB_PREFIX") or "lb"
+        return cls(url=chosen, prefix=prefix, **overrides)
+
+    def with_(self, **changes: Any) -> Settings:
+        """A copy with some fields changed (validated again)."""
+        return replace(self, **changes)
+
+    @property
+    def safe_url(self) -> str:
+        """The URL with any password replaced by ``***``: the only form that is ever printed."""
+        parts = urlsplit(self.url)
+        if parts.password is None:
+            return self.url
+        host = parts.hostname or ""
+        if parts.port:
+            host = f"{host}:{parts.port}"
+        user = parts.username or ""
+        return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, ""))
+
+    def __repr__(self) -> str:
+        return (
+            f"Settings(url={self.safe_url!r}, prefix={self.prefix!r}, shards={self.shards}, "
+            f"ttl_ms={self.ttl_ms}, max_payload={self.max_payload})"
+        )
+
+    __str__ = __repr__

@@ -1,0 +1,199 @@
+"""Worker-side task transitions on the group streams: claim, heartbeat, complete, take over.
+
+Guarantees (each is one Lua script, so one atomic step and one round trip):
+
+* ``read`` + ``acquire``: a worker reads at most its free slots (XREADGROUP COUNT = free), then
+  acquires them, which bumps each task's version (the fencing token) and records the holder.
+* ``fulfill`` / ``suspend`` / ``release`` / fenced creates and settles are refused with
+  :class:`Fenced` unless (task id, version, pid) still holds the task.
+* ``takeover``: XAUTOCLAIM with min idle = ttl (cursor kept per stream between calls), plus
+  immediate claims from consumers whose Redis connection is gone; the version is bumped in the
+  same step, so the old holder is fenced from that moment on.
+* ``sweep``: settles expired promises and purges retained ones under a short shared lease.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import redis.asyncio as aioredis
+import redis.exceptions as rexc
+
+from broker.client import Broker, make_redis, translate_errors
+from broker.keys import CONSUMER_GROUP, Keys, check_group
+from broker.records import Claimed, Fence, Promise, parse_claims, parse_promise
+
+__all__ = ["TaskQueue"]
+
+
+def _s(b: Any) -> str:
+    return b.decode() if isinstance(b, bytes) else str(b)
+
+
+class TaskQueue:
+    """The task side of one broker, for one group, as seen by one worker ``pid``."""
+
+    def __init__(self, broker: Broker, group: str, pid: str) -> None:
+        self.broker = broker
+        self.group = check_group(group)
+        self.pid = pid
+        self.keys: Keys = broker.keys
+        self.bases = self.keys.all_bases()
+        self.streams = {Keys.stream(b, group): b for b in self.bases}
+        # Blocking reads get their own connection so they never starve the pool.
+        self.blocking: aioredis.Redis = make_redis(broker.settings, 2, broker.client_name)
+        self._cursors = dict.fromkeys(self.bases, "0-0")
+        self._suspect: set[str] = set()
+
+    async def close(self) -> None:
+        await self.blocking.aclose()
+
+    async def ensure_group(self) -> None:
+        """Create the group's streams and consumer groups if missing (idempotent)."""
+        async with translate_errors():
+            for base in self.bases:
+                try:
+                    await self.broker.redis.xgroup_create(
+                        Keys.stream(base, self.group), CONSUMER_GROUP, id="0", mkstream=True
+                    )
+                except rexc.ResponseError as exc:
+                    if "BUSYGROUP" not in str(exc):
+                        raise
+                await self.broker.redis.sadd(Keys.groups(base), self.group)
+
+    async def register(self, info: dict[str, str], ttl_ms: int) -> None:
+        """Announce this worker (for ``lb status``); kept alive by heartbeats."""
+        async with translate_errors():
+            for base in self.bases:
+                pipe = self.broker.redis.pipeline(transaction=False)
+                pipe.hset(Keys.worker_info(base, self.pid), mapping=info)
+                pipe.pexpire(Keys.worker_info(base, self.pid), ttl_ms * 3)
+                pipe.execute_command("TIME")
+                await pipe.execute()
+
+    async def read(self, count: int, block_ms: int) -> dict[str, list[tuple[str, str]]]:
+        """Read up to ``count`` new entries (blocking up to ``block_ms``), by shard base."""
+        try:
+            async with translate_errors():
+                resp = await self.blocking.xreadgroup(
+                    CONSUMER_GROUP,
+                    self.pid,
+                    dict.fromkeys(self.streams, ">"),
+                    count=count,
+                    block=block_ms,
+                )
+        except Exception as exc:
+            if "NOGROUP" in str(exc):
+                await self.ensure_group()
+                return {}
+            raise
+        out: dict[str, list[tuple[str, str]]] = {}
+        for stream, entries in resp or []:
+            base = self.streams[_s(stream)]
+            for eid, fields in entries:
+                tid = fields.get(b"t", b"") if isinstance(fields, dict) else b""
+                try:
+                    tid_s = tid.decode("utf-8")
+                except UnicodeDecodeError:
+                    tid_s = ""
+                out.setdefault(base, []).append((_s(eid), tid_s))
+        return out
+
+    async def acquire(
+        self, base: str, entries: list[tuple[str, str]]
+    ) -> tuple[list[Claimed], list[str]]:
+        """Hold the entries just read: bump versions, load params; garbage is dead-lettered."""
+        flat: list[str] = []
+        for eid, tid in entries:
+            flat += [eid, tid]
+        args = [self.pid, self.group, self.broker.settings.max_deliveries, *flat]
+        rows = await self.broker.script("acquire", [Keys.stream(base, self.group)], args)
+        return parse_claims(rows, base, self.group)
+
+    async def fulfill(
+        self, fence: Fence, state: str, value: bytes, value_headers: bytes = b""
+    ) -> Promise:
+        """Settle the task's promise as its holder and complete the task (fenced)."""
+        raw = await self.broker.script(
+            "fulfill",
+            [self.keys.promise(fence.task_id)],
+            [*fence.args(), state, value, value_headers],
+        )
+        return parse_promise(raw)
+
+    async def suspend(self, fence: Fence, awaited: Iterable[str]) -> str:
+        """Park the task until one awaited promise settles: 'suspended' or 'ready' (fenced)."""
+        res = await self.broker.script(
+            "suspend", [self.keys.task(fence.task_id)], [*fence.args(), *awaited]
+        )
+        return _s(res[0])
+
+    async def release(self, fence: Fence, failed: bool = False, reason: str = "") -> str:
+        """Hand the task back to the group: 'released', or 'dead' when it failed too often."""
+        res = await self.broker.script(
+            "release",
+            [self.keys.task(fence.task_id)],
+            [*fence.args(), "1" if failed else "0", reason, self.broker.settings.max_failures],
+        )
+        return _s(res)
+
+    async def takeover(
+        self, min_idle_ms: int, count: int, dead: Iterable[str] = ()
+    ) -> tuple[list[Claimed], list[str]]:
+        """Take over up to ``count`` silent tasks (and all of known-dead consumers' tasks)."""
+        held: list[Claimed] = []
+        dead_ids: list[str] = []
+        dead_list = list(dead)
+        for base in self.bases:
+            if count - len(held) <= 0:
+                break
+            args = [
+                self.pid, self.group, min_idle_ms, self._cursors[base], count - len(held),
+                self.broker.settings.max_deliveries, *dead_list,
+            ]  # fmt: skip
+            rows = await self.broker.script("takeover", [Keys.stream(base, self.group)], args)
+            self._cursors[base] = _s(rows[0])
+            h, d = parse_claims(rows[1:], base, self.group)
+            held += h
+            dead_ids += d
+        return held, dead_ids
+
+    async def dead_consumers(self) -> list[str]:
+        """Consumers with pending entries whose Redis connections are all gone.
+
+        A consumer must be seen gone on two consecutive calls (so a reconnect in progress is
+        not taken for a death). Safe either way: a wrong guess costs a takeover, never a
+        double settle, because the old holder is fenced.
+        """
+        async with translate_errors():
+            clients = await self.broker.redis.client_list()
+            names = {c.get("name", "") for c in clients}
+            gone: set[str] = set()
+            for base in self.bases:
+                try:
+                    consumers = await self.broker.redis.xinfo_consumers(
+                        Keys.stream(base, self.group), CONSUMER_GROUP
+                    )
+                except rexc.ResponseError:
+                    continue
+                for c in consumers:
+                    name = _s(c.get("name", b""))
+                    if int(c.get("pending", 0)) > 0 and name != self.pid and name not in names:
+                        gone.add(name)
+        confirmed = sorted(gone & self._suspect)
+        self._suspect = gone
+        return confirmed
+
+    async def sweep(self, lease_ms: int, limit: int = 500) -> int:
+        """Run the sweeper on every shard; returns ms until the next known deadline (or -1)."""
+        nxt = -1
+        horizon = max(60_000, self.broker.settings.ttl_ms * 10)
+        for base in self.bases:
+            res = await self.broker.script(
+                "sweep", [Keys.sweep_lease(base)], [self.pid, lease_ms, limit, horizon]
+            )
+            if int(res[0]) == 1 and int(res[3]) >= 0:
+                wait = int(res[3]) - int(res[4])
+                nxt = wait if nxt < 0 else min(nxt, wait)
+        return nxt
