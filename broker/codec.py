@@ -51,7 +51,6 @@ def decode(data: bytes, max_payload: int = 1 << 20, what: str = "payload") -> An
             raw=False,
             strict_map_key=False,
             ext_hook=_refuse_ext,
-            max_buffer_size=max_payload,
             use_list=True,
         )
     except BadInput:

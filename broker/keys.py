@@ -151,5 +151,9 @@ class Keys:
         return f"{base}:w:{group}"
 
     @staticmethod
+    def stats(base: str, group: str) -> str:
+        return f"{base}:stats:{group}"
+
+    @staticmethod
     def worker_info(base: str, worker: str) -> str:
         return f"{base}:wi:{worker}"

@@ -1,0 +1,1 @@
+"""The demo app served by ``lb worker`` when no ``--app`` is given."""

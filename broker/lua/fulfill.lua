@@ -5,8 +5,12 @@
 -- Returns the record (lib.lua FIELDS order).
 -- Guarantees: refused with FENCED unless (task id, version, pid) holds the task right now;
 -- on success the promise settles (if still pending), the stream entry is acked and deleted
--- in the same step, so the stream keeps only backlog and in-flight work.
+-- in the same step, so the stream keeps only backlog and in-flight work. Counts the completion
+-- per worker in stats:<group> (for lb status / lb top).
 local tid, v, pid, state, value, vh = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 if not holds(tid, v, pid) then return fenced_error(tid, v, pid) end
 settle(tid, state, value, vh, now_ms())
+local sk = B .. ':stats:' .. redis.call('HGET', k_task(tid), 'group')
+redis.call('HINCRBY', sk, 'done:' .. pid, 1)
+redis.call('PEXPIRE', sk, RETENTION)
 return record(tid)

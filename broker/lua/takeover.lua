@@ -68,6 +68,8 @@ for _, e in ipairs(claimed) do
         redis.call('HSET', k_task(tid), 'state', 'acquired', 'pid', pid)
         local p = redis.call('HMGET', k_promise(tid), 'param', 'ph', 'timeout_at')
         table.insert(out, {eid, 'ok', tid, tostring(v), attempts, p[1], p[2], p[3], prev})
+        redis.call('HINCRBY', B .. ':stats:' .. group, 'takeover:' .. pid, 1)
+        redis.call('PEXPIRE', B .. ':stats:' .. group, RETENTION)
       end
     end
   end

@@ -1,0 +1,74 @@
+"""A read-only snapshot of a deployment: groups, live workers and what they hold, backlog,
+counts by state, completions and takeovers per worker. Reads only; safe to call any time."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from broker.client import Broker, translate_errors
+from broker.keys import CONSUMER_GROUP, Keys
+
+__all__ = ["snapshot"]
+
+
+def _s(b: Any) -> str:
+    return b.decode("utf-8", "replace") if isinstance(b, bytes) else str(b)
+
+
+async def snapshot(broker: Broker, max_held: int = 200) -> dict[str, Any]:
+    r = broker.redis
+    out: dict[str, Any] = {"redis": broker.settings.safe_url, "prefix": broker.settings.prefix,
+                           "groups": {}, "promises": await broker.count_by_state()}  # fmt: skip
+    async with translate_errors():
+        sec, usec = await r.time()
+        now = sec * 1000 + usec // 1000
+        live_horizon = max(3 * broker.settings.ttl_ms, 3000)
+        for base in broker.keys.all_bases():
+            for g in sorted(_s(x) for x in await r.smembers(Keys.groups(base))):
+                grp = out["groups"].setdefault(g, {"backlog": 0, "in_flight": 0, "workers": {},
+                                                   "dead_letters": 0})  # fmt: skip
+                stream = Keys.stream(base, g)
+                length = int(await r.xlen(stream))
+                pend = await r.xpending(stream, CONSUMER_GROUP) if length else {"pending": 0}
+                grp["in_flight"] += int(pend.get("pending", 0))
+                grp["backlog"] += max(0, length - int(pend.get("pending", 0)))
+                grp["dead_letters"] += int(await r.xlen(Keys.dead_letters(base, g)))
+                for name, seen in await r.zrange(Keys.workers(base, g), 0, -1, withscores=True):
+                    w = grp["workers"].setdefault(_s(name), {"held": [], "done": 0,
+                                                              "takeovers": 0})  # fmt: skip
+                    w["last_seen_ms"] = now - int(seen)
+                    w["alive"] = now - int(seen) < live_horizon
+                stats = await r.hgetall(Keys.stats(base, g))
+                for k, v in stats.items():
+                    kind, _, name = _s(k).partition(":")
+                    w = grp["workers"].setdefault(name, {"held": [], "done": 0, "takeovers": 0,
+                                                         "alive": False})  # fmt: skip
+                    w["done" if kind == "done" else "takeovers"] += int(v)
+                if grp["in_flight"]:
+                    rows = await r.xpending_range(stream, CONSUMER_GROUP, "-", "+", max_held)
+                    for row in rows:
+                        eid = _s(row["message_id"])
+                        entry = await r.xrange(stream, eid, eid)
+                        tid = _s(entry[0][1].get(b"t", b"?")) if entry else "?"
+                        w = grp["workers"].setdefault(_s(row["consumer"]), {
+                            "held": [], "done": 0, "takeovers": 0, "alive": False})
+                        w["held"].append(tid)
+    return out
+
+
+async def known_functions(broker: Broker, group: str) -> set[str] | None:
+    """Function names served by the group's live workers, or None when no worker is live."""
+    r = broker.redis
+    names: set[str] = set()
+    live = False
+    async with translate_errors():
+        sec, usec = await r.time()
+        now = sec * 1000 + usec // 1000
+        horizon = max(3 * broker.settings.ttl_ms, 3000)
+        for base in broker.keys.all_bases():
+            for w in await r.zrangebyscore(Keys.workers(base, group), now - horizon, "+inf"):
+                funcs = await r.hget(Keys.worker_info(base, _s(w)), "funcs")
+                if funcs is not None:
+                    live = True
+                    names.update(x for x in _s(funcs).split(",") if x)
+    return names if live else None

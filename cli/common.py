@@ -1,0 +1,88 @@
+"""What every command shares: the --redis option, error reporting, app loading."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+import json
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from broker.errors import BadInput, LbError
+from broker.settings import Settings
+
+__all__ = ["app_loader", "handle_errors", "parse_json", "redis_option", "settings_from"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+redis_option = click.option(
+    "--redis", "redis_url", envvar="LB_REDIS_URL", default=None, show_envvar=True,
+    help="Redis URL (redis://, rediss://, unix://); default redis://127.0.0.1:6379/0.",
+)  # fmt: skip
+prefix_option = click.option("--prefix", envvar="LB_PREFIX", default="lb", show_default=True,
+                             show_envvar=True, help="Key prefix of this lb deployment.")
+
+
+def settings_from(redis_url: str | None, prefix: str = "lb", **over: Any) -> Settings:
+    return Settings.from_url(redis_url, prefix=prefix, **over)
+
+
+def handle_errors(fn: F) -> F:
+    """Print lb errors on one line and exit with their code; never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except LbError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            sys.exit(130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def parse_json(text: str | None, what: str) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadInput(f"{what} is not valid JSON ({exc.msg} at position {exc.pos})") from None
+
+
+def app_loader(spec: str) -> Callable[[Any], None]:
+    """Resolve ``module:attr`` to something that registers functions on a Resonate.
+
+    ``attr`` may be a callable taking the Resonate (``register(resonate)``), a Resonate whose
+    registered functions are copied, or a list of functions.
+    """
+    if ":" not in spec:
+        raise BadInput(f"--app {spec!r} must be module:attribute")
+    mod_name, attr = spec.split(":", 1)
+    try:
+        module = importlib.import_module(mod_name)
+        target = getattr(module, attr)
+    except (ImportError, AttributeError) as exc:
+        raise BadInput(f"cannot load --app {spec!r}: {exc}") from None
+
+    def setup(resonate: Any) -> None:
+        if hasattr(target, "registry") and hasattr(target.registry, "names"):
+            for name in target.registry.names():
+                f = target.registry.get(name)
+                resonate.register(f.fn, name=f.name, version=f.version, retry=f.retry)
+        elif isinstance(target, list | tuple):
+            for f in target:
+                resonate.register(f)
+        elif callable(target) and len(inspect.signature(target).parameters) == 1:
+            target(resonate)
+        else:
+            raise BadInput(f"--app {spec!r} is not a register(resonate) function, a Resonate, "
+                           "or a list of functions")  # fmt: skip
+
+    return setup

@@ -1,0 +1,131 @@
+"""``lb demo``: the load-balancing demo, end to end, on an embedded Redis.
+
+Three worker subprocesses join group ``workers``; a dozen invocations of random cost go to
+``poll://any@workers``; once work is spread, the worker holding the most tasks is killed with
+SIGKILL. Every invocation must still settle: the demo ends with a summary line and exits 0 only
+when nothing was lost.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+import click
+
+from broker.embedded import EmbeddedRedis
+from broker.errors import LbError
+from sdk.resonate import Resonate
+
+from cli.common import handle_errors, settings_from
+
+__all__ = ["demo"]
+
+
+def _pump(proc: subprocess.Popen[str], sink: list[str]) -> None:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        sink.append(line)
+        click.echo("    " + line.rstrip())
+
+
+@click.command()
+@click.option("--workers", default=3, show_default=True, type=click.IntRange(2, 16))
+@click.option("--calls", default=12, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--max-cost", default=8, show_default=True, type=click.IntRange(1, 60))
+@click.option("--ttl", default=5.0, show_default=True, type=click.FloatRange(0.5, 60))
+@click.option("--seed", default=None, type=int, help="Seed for the costs.")
+@click.option("--no-kill", is_flag=True, help="Do not kill a worker.")
+@handle_errors
+def demo(workers: int, calls: int, max_cost: int, ttl: float, seed: int | None,
+         no_kill: bool) -> None:  # fmt: skip
+    """Run the load-balancing demo on an embedded Redis, kill a worker mid-task, check nothing
+    was lost."""
+    rng = random.Random(seed)
+    server = EmbeddedRedis().start()
+    click.echo(f"embedded redis {server.version()} at {server.url}")
+    procs: list[subprocess.Popen[str]] = []
+    lines: list[str] = []
+    env = {**os.environ, "LB_REDIS_URL": server.url, "PYTHONUNBUFFERED": "1"}
+    r: Resonate | None = None
+    try:
+        for i in range(workers):
+            p = subprocess.Popen(
+                [sys.executable, "-m", "cli.main", "worker", "--group", "workers",
+                 "--concurrency", "4", "--ttl", str(ttl), "--name", f"worker-{i + 1}"],
+                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            )  # fmt: skip
+            procs.append(p)
+            threading.Thread(target=_pump, args=(p, lines), daemon=True).start()
+        r = Resonate(settings_from(server.url), "workers")
+        _wait_joined(lines, workers)
+        t0 = time.monotonic()
+        handles = []
+        for n in range(calls):
+            cost = rng.randint(1, max_cost)
+            pid = f"demo-{n + 1}"
+            handles.append((pid, cost, r.begin_rpc(pid, "compute_something", pid, cost)))
+            click.echo(f"invoked {pid} cost={cost}s")
+        killed = None if no_kill else _kill_busiest(procs, lines)
+        results: dict[str, Any] = {}
+        lost = []
+        for pid, cost, h in handles:
+            try:
+                results[pid] = h.result(timeout=max_cost + 6 * ttl + 30)
+            except LbError as exc:
+                lost.append(pid)
+                click.echo(f"LOST {pid}: {exc}")
+        elapsed = time.monotonic() - t0
+        taken = [v for v in results.values() if int(v.get("attempts", 1)) > 1]
+        spread: dict[str, int] = {}
+        for v in results.values():
+            spread[v["worker"]] = spread.get(v["worker"], 0) + 1
+        click.echo("")
+        for pid, v in results.items():
+            click.echo(f"  {pid:<8} cost={v['cost']}s worker={v['worker']} attempts={v['attempts']}")
+        click.echo(f"spread: {spread}")
+        click.echo(f"summary: completed={len(results)} taken_over={len(taken)} lost={len(lost)} "
+                   f"killed={killed or '-'} elapsed={elapsed:.1f}s")  # fmt: skip
+        if lost:
+            sys.exit(1)
+    finally:
+        if r is not None:
+            r.stop()
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        server.cleanup()
+
+
+def _wait_joined(lines: list[str], n: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while sum(" joined " in x for x in lines) < n:
+        if time.monotonic() > deadline:
+            raise LbError("workers did not start within 30 s:\n" + "".join(lines[-10:]))
+        time.sleep(0.05)
+
+
+def _kill_busiest(procs: list[subprocess.Popen[str]], lines: list[str]) -> str | None:
+    """Wait until work has spread, then SIGKILL the worker that started the most tasks."""
+    time.sleep(1.5)
+    counts = {f"worker-{i + 1}": 0 for i in range(len(procs))}
+    for line in list(lines):
+        for name in counts:
+            if f"[{name}] start " in line:
+                counts[name] += 1
+    name = max(counts, key=lambda k: counts[k])
+    proc = procs[int(name.split("-")[1]) - 1]
+    proc.kill()
+    click.echo(f"*** killed {name} (kill -9) while it held {counts[name]} task(s) ***")
+    return name

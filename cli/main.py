@@ -1,0 +1,223 @@
+"""The ``lb`` command line. Commands are thin: all behaviour lives in ``broker`` and ``sdk``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+import threading
+import time
+import uuid
+from typing import Any
+
+import click
+
+from broker.client import Broker
+from broker.codec import decode
+from broker.embedded import EmbeddedRedis
+from broker.errors import BadInput, LbError, PromiseRejected, UnknownFunction
+from broker.keys import check_func_name, check_id
+from broker.status import known_functions
+from sdk.encoding import decode_error
+from sdk.resonate import Resonate
+from sdk.target import parse_target
+
+from cli.common import (
+    app_loader,
+    handle_errors,
+    parse_json,
+    prefix_option,
+    redis_option,
+    settings_from,
+)
+
+__all__ = ["cli", "main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "LB"})
+@click.version_option("0.1.0", prog_name="lb")
+def cli() -> None:
+    """lb: durable, load-balanced RPC on Redis."""
+
+
+@cli.command()
+@click.option("--port", default=6379, show_default=True, envvar="LB_PORT", type=int)
+@click.option("--dir", "directory", default=".lb-data", show_default=True, envvar="LB_DIR")
+@handle_errors
+def server(port: int, directory: str) -> None:
+    """Run the embedded Redis in the foreground (AOF on) until Ctrl-C."""
+    srv = EmbeddedRedis(port=port, directory=directory).start()
+    click.echo(f"lb server: redis {srv.version()} on {srv.url} (data in {directory}, AOF on)")
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    while not done.wait(0.5):
+        if srv.proc is None or srv.proc.poll() is not None:
+            click.echo(f"error: redis-server exited: {srv.log_tail()}", err=True)
+            sys.exit(7)
+    srv.stop()
+
+
+def _event_printer(kind: str, data: dict[str, Any]) -> None:
+    if kind in ("start", "done", "takeover", "joined", "lost", "fenced", "dead-letter",
+                "refused", "released", "redis-down", "retry", "suspended", "error"):
+        rest = " ".join(f"{k}={v}" for k, v in data.items() if k != "worker")
+        stamp = time.strftime("%H:%M:%S")
+        click.echo(f"{stamp} [{data.get('worker')}] {kind:<9} {rest}")
+
+
+@cli.command()
+@click.option("--group", default="workers", show_default=True, envvar="LB_GROUP")
+@click.option("--concurrency", default=8, show_default=True, type=click.IntRange(1, 4096),
+              envvar="LB_CONCURRENCY")  # fmt: skip
+@click.option("--ttl", default=5.0, show_default=True, type=click.FloatRange(0.2, 3600),
+              envvar="LB_TTL", help="Seconds without heartbeat before a task is taken over.")
+@click.option("--app", default="lbdemo.app:register", show_default=True, envvar="LB_APP")
+@click.option("--name", default=None, envvar="LB_NAME", help="Worker name (default host-pid-rand).")
+@click.option("--quiet", is_flag=True, envvar="LB_QUIET", help="No per-task lines.")
+@redis_option
+@prefix_option
+@handle_errors
+def worker(group: str, concurrency: int, ttl: float, app: str, name: str | None, quiet: bool,
+           redis_url: str | None, prefix: str) -> None:  # fmt: skip
+    """Serve the group's functions until SIGTERM (running tasks are handed back at once)."""
+    setup = app_loader(app)
+    settings = settings_from(redis_url, prefix, ttl_ms=int(ttl * 1000))
+    r = Resonate(settings, group, pid=name, concurrency=concurrency,
+                 on_event=None if quiet else _event_printer)  # fmt: skip
+    setup(r)
+    r.serve()
+
+
+@cli.command()
+@click.option("--func", default="compute_something", show_default=True, envvar="LB_FUNC")
+@click.option("--args", "args_json", default=None, envvar="LB_ARGS",
+              help="JSON list of arguments (default for the demo: [id, cost]).")
+@click.option("--cost", type=click.FloatRange(0, 86400), default=None, envvar="LB_COST",
+              help="Demo cost in seconds (default random 1-10).")
+@click.option("--id", "promise_id", default=None, envvar="LB_ID", help="Promise id (default uuid).")
+@click.option("--target", default="poll://any@workers", show_default=True, envvar="LB_TARGET")
+@click.option("--wait", is_flag=True, envvar="LB_WAIT", help="Wait and print the value.")
+@click.option("--timeout", type=click.FloatRange(0.001), default=None, envvar="LB_TIMEOUT",
+              help="Seconds to wait with --wait (the promise itself is untouched).")
+@redis_option
+@prefix_option
+@handle_errors
+def invoke(func: str, args_json: str | None, cost: float | None, promise_id: str | None,
+           target: str, wait: bool, timeout: float | None, redis_url: str | None,
+           prefix: str) -> None:  # fmt: skip
+    """Invoke a function durably on a group; prints the id (and the value with --wait)."""
+    import random
+
+    group = parse_target(target)
+    check_func_name(func)
+    pid = check_id(promise_id or str(uuid.uuid4()), "--id")
+    args = parse_json(args_json, "--args")
+    if args is None:
+        args = [pid, cost if cost is not None else random.randint(1, 10)] \
+            if func == "compute_something" else []  # fmt: skip
+    if not isinstance(args, list):
+        raise BadInput("--args must be a JSON list")
+    settings = settings_from(redis_url, prefix)
+    known = asyncio.run(_known(settings, group))
+    if known is not None and func not in known:
+        raise UnknownFunction(f"no live worker of group {group!r} serves {func!r} "
+                              f"(they serve: {', '.join(sorted(known)) or 'nothing'})")  # fmt: skip
+    r = Resonate(settings, group)
+    try:
+        handle = r.options(target=target).begin_rpc(pid, func, *args)
+        click.echo(pid)
+        if wait:
+            click.echo(json.dumps(handle.result(timeout), default=repr))
+    finally:
+        r.stop()
+
+
+async def _known(settings: Any, group: str) -> set[str] | None:
+    b = Broker(settings)
+    try:
+        return await known_functions(b, group)
+    finally:
+        await b.close()
+
+
+async def _get(settings: Any, pid: str) -> dict[str, Any]:
+    b = Broker(settings)
+    try:
+        p = await b.get(pid)
+    finally:
+        await b.close()
+    rec = p.to_json()
+    if p.state == "resolved" and p.value:
+        rec["value"] = decode(p.value, settings.max_payload)
+    elif p.settled:
+        t, m = decode_error(p.value, settings.max_payload)
+        rec["error"] = {"type": t, "message": m}
+    return rec
+
+
+@cli.command()
+@click.argument("promise_id")
+@click.option("--json", "as_json", is_flag=True)
+@redis_option
+@prefix_option
+@handle_errors
+def get(promise_id: str, as_json: bool, redis_url: str | None, prefix: str) -> None:
+    """Show a promise: state, value, timestamps."""
+    rec = asyncio.run(_get(settings_from(redis_url, prefix), check_id(promise_id)))
+    if as_json:
+        click.echo(json.dumps(rec, default=repr))
+        return
+    for k, v in rec.items():
+        click.echo(f"{k:<11} {json.dumps(v, default=repr) if not isinstance(v, str) else v}")
+
+
+def _settle_cmd(state: str, promise_id: str, value: str | None, redis_url: str | None,
+                prefix: str) -> None:  # fmt: skip
+    settings = settings_from(redis_url, prefix)
+    check_id(promise_id)
+    r = Resonate(settings, "default")
+    try:
+        p = r.settle(promise_id, state, parse_json(value, "--value"))
+    finally:
+        r.stop()
+    click.echo(f"{promise_id} {p.state}")
+
+
+for _state, _name, _help in (("rejected_canceled", "cancel", "Cancel a pending promise."),
+                             ("resolved", "resolve", "Resolve a pending promise."),
+                             ("rejected", "reject", "Reject a pending promise.")):  # fmt: skip
+    def _make(state: str) -> Any:
+        @click.argument("promise_id")
+        @click.option("--value", default=None, help="JSON value to store.")
+        @redis_option
+        @prefix_option
+        @handle_errors
+        def cmd(promise_id: str, value: str | None, redis_url: str | None, prefix: str) -> None:
+            _settle_cmd(state, promise_id, value, redis_url, prefix)
+
+        return cmd
+
+    cli.command(_name, help=_help)(_make(_state))
+
+
+def main() -> None:
+    from cli.demo import demo
+    from cli.status import status, top
+
+    cli.add_command(status)
+    cli.add_command(top)
+    cli.add_command(demo)
+    try:
+        cli(standalone_mode=True)
+    except PromiseRejected as exc:  # pragma: no cover - handled inside commands
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except LbError as exc:  # pragma: no cover
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

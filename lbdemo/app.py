@@ -1,0 +1,34 @@
+"""The load-balancing demo function, as in Resonate's load-balancing examples.
+
+``compute_something(ctx, id, cost)`` prints when it starts, sleeps ``cost`` seconds durably
+(a worker killed mid-sleep is replaced by one that waits only the remaining time), prints when
+it is done and returns which worker finished it and on which attempt.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sdk import Context, Never, Resonate
+
+
+def compute_something(ctx: Context, id: str, cost: float) -> dict[str, Any]:
+    print(f"[{ctx.worker}] start {id} cost={cost}s attempt={ctx.attempt}", flush=True)
+    ctx.sleep(float(cost))
+    print(f"[{ctx.worker}] done  {id}", flush=True)
+    return {"id": id, "cost": cost, "worker": ctx.worker, "attempts": ctx.attempt}
+
+
+def echo(ctx: Context, *args: Any) -> Any:
+    """Returns its arguments (a single argument as itself): the no-op of the benchmarks."""
+    return args[0] if len(args) == 1 else list(args)
+
+
+def fail(ctx: Context, message: str = "boom") -> None:
+    raise RuntimeError(message)
+
+
+def register(resonate: Resonate) -> None:
+    resonate.register(compute_something)
+    resonate.register(echo, retry=Never())
+    resonate.register(fail, retry=Never())

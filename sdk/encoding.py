@@ -1,0 +1,71 @@
+"""How calls, values and errors are laid out inside promises (msgpack, never pickle).
+
+* params of a function call: ``{"func": name, "args": [...], "kwargs": {...}, "v": version}``
+  plus ``"parent": id`` for children created by ``ctx.rpc``;
+* a resolved value: the msgpack of the value itself;
+* a rejected value: ``{"type": exception type name, "message": str(exception)}``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from broker.codec import decode, encode
+from broker.errors import BadInput
+from broker.keys import check_func_name
+
+__all__ = ["Call", "decode_error", "encode_error"]
+
+
+@dataclass(frozen=True)
+class Call:
+    func: str
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    version: int = 1
+    parent: str | None = None
+
+    def encode(self, max_payload: int) -> bytes:
+        body: dict[str, Any] = {"func": self.func, "args": list(self.args), "kwargs": self.kwargs,
+                                "v": self.version}  # fmt: skip
+        if self.parent:
+            body["parent"] = self.parent
+        return encode(body, max_payload, what=f"arguments of {self.func}")
+
+    @classmethod
+    def decode(cls, data: bytes, max_payload: int) -> Call:
+        """Parse params; raises :class:`BadInput` for anything that is not a well-formed call."""
+        body = decode(data, max_payload, what="task params")
+        if not isinstance(body, dict):
+            raise BadInput("task params are not a call record")
+        func = check_func_name(body.get("func"))
+        args = body.get("args", [])
+        kwargs = body.get("kwargs", {})
+        version = body.get("v", 1)
+        parent = body.get("parent")
+        if not isinstance(args, list) or not isinstance(kwargs, dict):
+            raise BadInput("task params have malformed args/kwargs")
+        if not all(isinstance(k, str) for k in kwargs):
+            raise BadInput("task params have non-string keyword names")
+        if not isinstance(version, int) or (parent is not None and not isinstance(parent, str)):
+            raise BadInput("task params have a malformed version or parent")
+        return cls(func, args, kwargs, version, parent)
+
+
+def encode_error(exc: BaseException, max_payload: int) -> bytes:
+    message = str(exc)[:4000]
+    return encode({"type": type(exc).__name__, "message": message}, max_payload, what="error")
+
+
+def decode_error(data: bytes, max_payload: int) -> tuple[str, str]:
+    """(type, message) of a rejected value; tolerant of values settled by hand."""
+    if not data:
+        return ("Rejected", "")
+    try:
+        body = decode(data, max_payload, what="error")
+    except BadInput:
+        return ("Rejected", repr(data[:200]))
+    if isinstance(body, dict) and "type" in body:
+        return (str(body.get("type")), str(body.get("message", "")))
+    return ("Rejected", repr(body)[:4000])

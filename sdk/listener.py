@@ -1,0 +1,115 @@
+"""Client-side waiting: one inbox per client, filled by the settle scripts.
+
+A waiting client registers itself as a listener of the promise (in the same script that
+creates or reads it); when the promise settles, the settle script pushes the record to the
+client's inbox list and one BLPOP loop here wakes the waiter - no polling. As a safety net
+(an inbox lost in a Redis crash), waits older than a few seconds are re-checked with a GET.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from typing import Any
+
+import msgpack
+
+from broker.client import Broker, make_redis, translate_errors
+from broker.errors import LbError, Timeout
+from broker.keys import Keys
+from broker.records import Promise
+
+__all__ = ["Listener"]
+
+
+class Listener:
+    """Wakes coroutines waiting on promises; lives on the I/O loop."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self.client_id = uuid.uuid4().hex
+        self.inboxes = [Keys.inbox(b, self.client_id) for b in broker.keys.all_bases()]
+        self.waiters: dict[str, list[tuple[asyncio.Future[Promise], float]]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._redis = make_redis(broker.settings, 2)
+
+    def expect(self, promise_id: str) -> asyncio.Future[Promise]:
+        """Register interest before the call that may settle the promise (no lost wake-up)."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+        fut: asyncio.Future[Promise] = asyncio.get_running_loop().create_future()
+        self.waiters.setdefault(promise_id, []).append((fut, time.monotonic()))
+        return fut
+
+    def forget(self, promise_id: str, fut: asyncio.Future[Promise]) -> None:
+        lst = self.waiters.get(promise_id)
+        if lst:
+            lst[:] = [w for w in lst if w[0] is not fut]
+            if not lst:
+                del self.waiters[promise_id]
+
+    def _deliver(self, p: Promise) -> None:
+        for fut, _ in self.waiters.pop(p.id, []):
+            if not fut.done():
+                fut.set_result(p)
+
+    async def wait(self, promise_id: str, timeout: float | None = None) -> Promise:
+        """The settled promise; raises :class:`Timeout` after ``timeout`` s (promise untouched)."""
+        fut = self.expect(promise_id)
+        try:
+            p = await self.broker.get(promise_id, listener=self.client_id)
+            if p.settled:
+                return p
+            return await self.until(promise_id, fut, timeout)
+        finally:
+            self.forget(promise_id, fut)
+
+    async def until(self, promise_id: str, fut: asyncio.Future[Promise],
+                    timeout: float | None) -> Promise:  # fmt: skip
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except TimeoutError:
+            raise Timeout(f"promise {promise_id!r} not settled within {timeout}s") from None
+
+    async def _loop(self) -> None:
+        last_check = time.monotonic()
+        while self.waiters:
+            try:
+                async with translate_errors():
+                    item = await self._redis.blpop(self.inboxes, timeout=1)
+                if item is not None:
+                    rec = msgpack.unpackb(item[1], raw=True)
+                    self._deliver(_from_inbox(rec))
+                if time.monotonic() - last_check > 2.0:
+                    last_check = time.monotonic()
+                    await self._recheck()
+            except asyncio.CancelledError:
+                raise
+            except (LbError, ValueError, msgpack.UnpackException):
+                await asyncio.sleep(0.2)
+        self._task = None
+
+    async def _recheck(self) -> None:
+        now = time.monotonic()
+        for pid, lst in list(self.waiters.items()):
+            if lst and now - min(t for _, t in lst) > 2.0:
+                with contextlib.suppress(LbError):
+                    p = await self.broker.get(pid, listener=self.client_id)
+                    if p.settled:
+                        self._deliver(p)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+        await self._redis.aclose()
+
+
+def _from_inbox(rec: list[Any]) -> Promise:
+    pid = rec[0].decode("utf-8", "surrogateescape")
+    return Promise(id=pid, state=rec[1].decode(), param=b"", param_headers=b"",
+                   value=rec[2], value_headers=rec[3], tags={}, timeout_at=0, created_at=0,
+                   settled_at=int(rec[4]))  # fmt: skip

@@ -1,0 +1,50 @@
+"""Registered functions, by name."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from broker.errors import UnknownFunction
+from broker.keys import check_func_name
+
+from sdk.retry import Exponential, RetryPolicy
+
+__all__ = ["Function", "Registry"]
+
+
+@dataclass(frozen=True)
+class Function:
+    """A function the worker can run: ``fn(ctx, *args, **kwargs)``."""
+
+    fn: Callable[..., Any]
+    name: str
+    version: int = 1
+    retry: RetryPolicy = field(default_factory=Exponential)
+
+    @property
+    def is_async(self) -> bool:
+        return inspect.iscoroutinefunction(self.fn)
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._by_name: dict[str, Function] = {}
+
+    def add(self, fn: Callable[..., Any], name: str | None = None, version: int = 1,
+            retry: RetryPolicy | None = None) -> Function:  # fmt: skip
+        entry = Function(fn, check_func_name(name or fn.__name__), version,
+                         retry or Exponential())  # fmt: skip
+        self._by_name[entry.name] = entry
+        return entry
+
+    def get(self, name: str) -> Function:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise UnknownFunction(f"function {name!r} is not registered here") from None
+
+    def names(self) -> list[str]:
+        return sorted(self._by_name)

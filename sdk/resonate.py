@@ -1,0 +1,269 @@
+"""The Resonate-style entry point: register functions, invoke them durably, serve them.
+
+>>> resonate = Resonate.remote(group="workers")      # Redis from $LB_REDIS_URL
+>>> @resonate.register
+... def add(ctx, a, b):
+...     return a + b
+>>> resonate.start()                                 # serve the group (optional)
+>>> resonate.options(target="poll://any@workers").rpc("add-1", "add", 1, 2)
+3
+
+Guarantees: an invocation is a durable promise keyed by the caller's id; invoking an id that
+exists attaches to it (never a second execution). ``begin_rpc`` returns once the promise is
+stored in Redis (or raises a typed error: nothing half-sent). In-flight calls per client and
+connections are bounded; a burst waits for room instead of failing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from broker.client import Broker
+from broker.codec import decode, encode
+from broker.embedded import EmbeddedRedis
+from broker.errors import PromiseRejected
+from broker.keys import check_id
+from broker.records import Promise
+from broker.settings import Settings
+
+from sdk.encoding import Call, decode_error
+from sdk.listener import Listener
+from sdk.loop import IoLoop
+from sdk.registry import Function, Registry
+from sdk.retry import RetryPolicy
+from sdk.target import parse_target
+from sdk.worker import Worker
+
+__all__ = ["Handle", "Options", "Resonate", "value_of"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def value_of(p: Promise, max_payload: int) -> Any:
+    """The value of a settled promise, or :class:`PromiseRejected` for the rejected states."""
+    if p.state == "resolved":
+        return decode(p.value, max_payload, what=f"value of {p.id}") if p.value else None
+    etype, msg = decode_error(p.value, max_payload)
+    raise PromiseRejected(p.id, p.state, etype, msg)
+
+
+class Handle:
+    """A durable invocation in flight; ``result()`` may be called from any process."""
+
+    def __init__(self, resonate: Resonate, promise_id: str, promise: Promise | None = None):
+        self.id = promise_id
+        self._r = resonate
+        self._p = promise if promise and promise.settled else None
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Wait for the value; raises the function's error as :class:`PromiseRejected`."""
+        if self._p is None:
+            self._p = self._r._io.call(self._r._listener.wait(self.id, timeout))
+        return value_of(self._p, self._r.settings.max_payload)
+
+    async def aresult(self, timeout: float | None = None) -> Any:
+        if self._p is None:
+            self._p = await self._r._io.wrap(self._r._listener.wait(self.id, timeout))
+        return value_of(self._p, self._r.settings.max_payload)
+
+    def done(self) -> bool:
+        if self._p is None:
+            p = self._r._io.call(self._r._broker.get(self.id))
+            if p.settled:
+                self._p = p
+        return self._p is not None
+
+    def __repr__(self) -> str:
+        return f"Handle({self.id!r})"
+
+
+class Options:
+    """Per-call options: ``target`` (``poll://any@<group>``) and ``timeout`` (seconds)."""
+
+    def __init__(self, resonate: Resonate, target: str | None, timeout: float | None):
+        self._r = resonate
+        self.group = parse_target(target) if target else resonate.group
+        self.timeout = timeout
+
+    def begin_rpc(self, promise_id: str, func: str | Callable[..., Any], *args: Any,
+                  **kwargs: Any) -> Handle:  # fmt: skip
+        return self._r._io.call(self._begin(promise_id, func, args, kwargs, wait=False))[0]
+
+    def rpc(self, promise_id: str, func: str | Callable[..., Any], *args: Any,
+            **kwargs: Any) -> Any:  # fmt: skip
+        handle, fut = self._r._io.call(self._begin(promise_id, func, args, kwargs, wait=True))
+        if fut is not None:
+            handle._p = self._r._io.call(self._until(promise_id, fut))
+        return handle.result()
+
+    async def abegin_rpc(self, promise_id: str, func: str | Callable[..., Any], *args: Any,
+                         **kwargs: Any) -> Handle:  # fmt: skip
+        return (await self._r._io.wrap(self._begin(promise_id, func, args, kwargs, False)))[0]
+
+    async def arpc(self, promise_id: str, func: str | Callable[..., Any], *args: Any,
+                   **kwargs: Any) -> Any:  # fmt: skip
+        handle, fut = await self._r._io.wrap(self._begin(promise_id, func, args, kwargs, True))
+        if fut is not None:
+            handle._p = await self._r._io.wrap(self._until(promise_id, fut))
+        return handle.result()
+
+    async def _until(self, promise_id: str, fut: asyncio.Future[Promise]) -> Promise:
+        try:
+            return await self._r._listener.until(promise_id, fut, None)
+        finally:
+            self._r._listener.forget(promise_id, fut)
+
+    async def _begin(self, promise_id: str, func: str | Callable[..., Any],
+                     args: tuple[Any, ...], kwargs: dict[str, Any],
+                     wait: bool) -> tuple[Handle, asyncio.Future[Promise] | None]:  # fmt: skip
+        r = self._r
+        check_id(promise_id)
+        name = func if isinstance(func, str) else getattr(func, "name", func.__name__)
+        param = Call(name, list(args), kwargs).encode(r.settings.max_payload)
+        timeout_ms = None if self.timeout is None else int(self.timeout * 1000)
+        fut = r._listener.expect(promise_id) if wait else None
+        try:
+            async with r._inflight:
+                _, p = await r._broker.create(
+                    promise_id, param, group=self.group, timeout_ms=timeout_ms,
+                    listener=r._listener.client_id if wait else None,
+                )  # fmt: skip
+        except BaseException:
+            if fut is not None:
+                r._listener.forget(promise_id, fut)
+            raise
+        if p.settled and fut is not None:
+            r._listener.forget(promise_id, fut)
+            fut = None
+        return Handle(r, promise_id, p), fut
+
+
+class Resonate:
+    """A client (and optionally a worker) of one lb deployment."""
+
+    def __init__(self, settings: Settings, group: str = "default", pid: str | None = None,
+                 concurrency: int = 8, embedded: EmbeddedRedis | None = None,
+                 on_event: Callable[[str, dict[str, Any]], None] | None = None,
+                 suspend_after: float = 60.0) -> None:  # fmt: skip
+        self.settings = settings
+        self.group = parse_target(group)
+        self.registry = Registry()
+        self._embedded = embedded
+        self._io = IoLoop()
+        self._broker = Broker(settings)
+        self._listener = Listener(self._broker)
+        self._inflight = self._io.call(_semaphore(settings.max_inflight))
+        self._worker_args = {"pid": pid, "concurrency": concurrency, "on_event": on_event,
+                             "suspend_after": suspend_after}  # fmt: skip
+        self.worker: Worker | None = None
+        self._stopped = threading.Event()
+
+    @classmethod
+    def remote(cls, url: str | None = None, group: str = "default", pid: str | None = None,
+               ttl: float | None = None, concurrency: int = 8, prefix: str | None = None,
+               **kwargs: Any) -> Resonate:  # fmt: skip
+        """Connect to Redis at ``url`` (default ``$LB_REDIS_URL``); ``group`` is the group this
+        process serves when started and the default target of its calls."""
+        over: dict[str, Any] = {}
+        if ttl is not None:
+            over["ttl_ms"] = int(ttl * 1000)
+        if prefix:
+            over["prefix"] = prefix
+        return cls(Settings.from_url(url, **over), group, pid, concurrency, **kwargs)
+
+    @classmethod
+    def local(cls, group: str = "default", concurrency: int = 8, **kwargs: Any) -> Resonate:
+        """Everything in this process: an embedded Redis and a started worker."""
+        server = EmbeddedRedis().start()
+        r = cls(Settings.from_url(server.url), group, None, concurrency, embedded=server,
+                **kwargs)  # fmt: skip
+        r.start()
+        return r
+
+    # -- registration ---------------------------------------------------------------------
+    def register(self, fn: F | None = None, *, name: str | None = None, version: int = 1,
+                 retry: RetryPolicy | None = None) -> Any:  # fmt: skip
+        """Register ``fn(ctx, ...)`` (bare decorator or with ``name=``/``version=``/``retry=``).
+
+        Returns the function unchanged, with ``.rpc(id, ...)``/``.begin_rpc(id, ...)`` attached.
+        """
+        def wrap(f: F) -> F:
+            entry = self.registry.add(f, name, version, retry)
+            _attach(self, f, entry)
+            return f
+
+        return wrap(fn) if fn is not None else wrap
+
+    # -- invocation -----------------------------------------------------------------------
+    def options(self, target: str | None = None, timeout: float | None = None) -> Options:
+        return Options(self, target, timeout)
+
+    def rpc(self, promise_id: str, func: str | Callable[..., Any], *args: Any,
+            **kwargs: Any) -> Any:  # fmt: skip
+        return self.options().rpc(promise_id, func, *args, **kwargs)
+
+    def begin_rpc(self, promise_id: str, func: str | Callable[..., Any], *args: Any,
+                  **kwargs: Any) -> Handle:  # fmt: skip
+        return self.options().begin_rpc(promise_id, func, *args, **kwargs)
+
+    def get(self, promise_id: str) -> Handle:
+        """A handle on an existing invocation (:class:`NotFound` if there is none)."""
+        p = self._io.call(self._broker.get(promise_id))
+        return Handle(self, promise_id, p)
+
+    def promise(self, promise_id: str) -> Promise:
+        """The stored promise record."""
+        return self._io.call(self._broker.get(promise_id))
+
+    def settle(self, promise_id: str, state: str, value: Any = None) -> Promise:
+        """Resolve / reject / cancel from outside (``resolved``, ``rejected``,
+        ``rejected_canceled``); returns the stored record (unchanged if already settled)."""
+        data = b"" if value is None else encode(value, self.settings.max_payload)
+        return self._io.call(self._broker.settle(promise_id, state, data))[1]
+
+    # -- serving --------------------------------------------------------------------------
+    def start(self) -> Worker:
+        """Serve this instance's group with its registered functions (returns at once)."""
+        if self.worker is None:
+            self.worker = Worker(self.settings, self._io, self.registry, self.group,
+                                 **self._worker_args)  # type: ignore[arg-type]
+            self._io.call(self.worker.start())
+        return self.worker
+
+    def serve(self) -> None:
+        """Start and block until SIGTERM/SIGINT (or ``stop()``), then stop cleanly."""
+        self.start()
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: self._stopped.set())
+        self._stopped.wait()
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop serving (hand running tasks back at once) and close every connection."""
+        self._stopped.set()
+        if self.worker is not None:
+            self._io.call(self.worker.stop())
+            self.worker = None
+        self._io.call(self._listener.close())
+        self._io.call(self._broker.close())
+        self._io.stop()
+        if self._embedded is not None:
+            self._embedded.cleanup()
+
+
+async def _semaphore(n: int) -> asyncio.Semaphore:
+    return asyncio.Semaphore(n)
+
+
+def _attach(r: Resonate, f: Any, entry: Function) -> None:
+    try:
+        f.rpc = lambda pid, *a, **k: r.rpc(pid, entry.name, *a, **k)
+        f.begin_rpc = lambda pid, *a, **k: r.begin_rpc(pid, entry.name, *a, **k)
+        f.name = entry.name
+    except (AttributeError, TypeError):
+        pass  # builtins and some callables take no attributes; use resonate.rpc(name) then

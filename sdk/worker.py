@@ -1,0 +1,324 @@
+"""The worker: claims tasks of one group, runs registered functions, keeps them alive.
+
+Guarantees:
+
+* Capacity-based claiming: it reads at most its free slots per XREADGROUP (no prefetch), so a
+  burst spreads over the group.
+* Heartbeats run on their own thread every ttl/5; user code cannot starve them.
+* Takeover scans run every ttl/5 (with jitter): tasks silent past the ttl, or held by a worker
+  whose Redis connections are gone (seen twice), are taken over, fencing the old holder.
+* A function that awaits an unsettled promise suspends and frees its slot.
+* ``stop()`` (and SIGTERM in ``lb worker``) stops claiming, hands every running task back at once
+  (a clean release, not a failure) and returns; a stalled function's late result is fenced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from broker.client import Broker
+from broker.codec import encode
+from broker.errors import BadInput, Fenced, LbError, RedisUnavailable, UnknownFunction
+from broker.heartbeat import Heartbeat
+from broker.records import Claimed
+from broker.settings import Settings
+from broker.tasks import TaskQueue
+
+from sdk.context import AsyncContext, Context, Execution, Lost, Suspend
+from sdk.encoding import Call, encode_error
+from sdk.loop import IoLoop
+from sdk.registry import Registry
+
+__all__ = ["Worker", "worker_name"]
+
+log = logging.getLogger("lb.worker")
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()[:20]}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: Settings,
+        io: IoLoop,
+        registry: Registry,
+        group: str,
+        pid: str | None = None,
+        concurrency: int = 8,
+        suspend_after: float = 60.0,
+        on_event: Callable[[str, dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.io = io
+        self.registry = registry
+        self.group = group
+        self.pid = pid or worker_name()
+        self.slots = max(1, concurrency)
+        self.suspend_after = suspend_after
+        self.on_event = on_event
+        self.broker = Broker(settings, client_name=self.pid)
+        self.queue = TaskQueue(self.broker, group, self.pid)
+        self.running: dict[str, Execution] = {}
+        self._held_lock = threading.Lock()
+        self._held: dict[str, tuple[str, str, str]] = {}
+        self._free = asyncio.Event()
+        self._stopping = False
+        self._loops: list[asyncio.Task[None]] = []
+        self._offset_ms = 0
+        self.heartbeat: Heartbeat | None = None
+        self.completed = 0
+
+    # -- clock ----------------------------------------------------------------------------
+    def redis_now_ms(self) -> int:
+        """Redis server time, estimated from the local clock and a measured offset."""
+        return int(time.time() * 1000) + self._offset_ms
+
+    async def _sync_clock(self) -> None:
+        t0 = time.time()
+        sec, usec = await self.broker.redis.time()
+        t1 = time.time()
+        self._offset_ms = int(sec * 1000 + usec // 1000 - (t0 + t1) * 500)
+
+    def _emit(self, kind: str, **data: Any) -> None:
+        data.setdefault("worker", self.pid)
+        if self.on_event:
+            self.on_event(kind, data)
+        log.info("%s %s", kind, data)
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Join the group and start claiming (returns at once; work happens on the loop)."""
+        await self.queue.ensure_group()
+        await self._sync_clock()
+        await self.queue.register(
+            {"host": socket.gethostname(), "pid": str(os.getpid()), "slots": str(self.slots),
+             "started": str(self.redis_now_ms()),
+             "funcs": ",".join(self.registry.names())}, self.settings.ttl_ms)  # fmt: skip
+        self.heartbeat = Heartbeat(self.settings, self.group, self.pid,
+                                   self.settings.ttl_ms / 5000.0, self._held_snapshot,
+                                   self._lost_from_thread)  # fmt: skip
+        self.heartbeat.beat()
+        self.heartbeat.start()
+        loop = asyncio.get_running_loop()
+        self._loops = [loop.create_task(self._claim_loop()), loop.create_task(self._takeover_loop()),
+                       loop.create_task(self._sweep_loop())]  # fmt: skip
+        self._emit("joined", group=self.group, slots=self.slots)
+
+    async def stop(self) -> None:
+        """Stop claiming, hand running tasks back at once, close connections."""
+        self._stopping = True
+        for t in self._loops:
+            t.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        for ex in list(self.running.values()):
+            ex.lost = True
+            try:
+                await self.queue.release(ex.fence)
+                self._emit("released", id=ex.id)
+            except LbError:
+                pass
+            if ex.task is not None:
+                ex.task.cancel()
+        if self.heartbeat:
+            self.heartbeat.stop()
+        await self.queue.close()
+        await self.broker.close()
+
+    # -- bookkeeping ----------------------------------------------------------------------
+    def _held_snapshot(self) -> list[tuple[str, str, str]]:
+        with self._held_lock:
+            return list(self._held.values())
+
+    def _lost_from_thread(self, task_ids: list[str]) -> None:
+        self.io.loop.call_soon_threadsafe(self._mark_lost, task_ids)
+
+    def _mark_lost(self, task_ids: list[str]) -> None:
+        for tid in task_ids:
+            ex = self.running.get(tid)
+            if ex is not None and not ex.lost:
+                ex.lost = True
+                self._emit("lost", id=tid)
+                if ex.task is not None and self.registry.get(ex.call.func).is_async:
+                    ex.task.cancel()
+
+    @property
+    def free(self) -> int:
+        return self.slots - len(self.running)
+
+    # -- loops ----------------------------------------------------------------------------
+    async def _guard(self, what: str, exc: BaseException) -> None:
+        if isinstance(exc, RedisUnavailable):
+            self._emit("redis-down", error=str(exc))
+        else:
+            log.exception("%s failed", what)
+        await asyncio.sleep(0.5)
+
+    async def _claim_loop(self) -> None:
+        while not self._stopping:
+            if self.free <= 0:
+                self._free.clear()
+                await self._free.wait()
+                continue
+            try:
+                got = await self.queue.read(self.free, block_ms=1000)
+                for base, entries in got.items():
+                    held, dead = await self.queue.acquire(base, entries)
+                    for tid in dead:
+                        self._emit("dead-letter", id=tid)
+                    for c in held:
+                        self._begin(c)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # never let the loop die
+                await self._guard("claim", exc)
+
+    async def _takeover_loop(self) -> None:
+        period = self.settings.ttl_ms / 5000.0
+        while not self._stopping:
+            await asyncio.sleep(period * random.uniform(0.8, 1.2))
+            if self.free <= 0:
+                continue
+            try:
+                dead = await self.queue.dead_consumers()
+                held, dead_ids = await self.queue.takeover(self.settings.ttl_ms, self.free, dead)
+                for tid in dead_ids:
+                    self._emit("dead-letter", id=tid)
+                for c in held:
+                    self._emit("takeover", id=c.task_id, previous=c.previous_holder,
+                               attempt=c.attempts)  # fmt: skip
+                    self._begin(c)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                await self._guard("takeover", exc)
+
+    async def _sweep_loop(self) -> None:
+        lease_ms = 2000
+        while not self._stopping:
+            try:
+                nxt = await self.queue.sweep(lease_ms)
+                # The lease holder sleeps until the next deadline (at most 100 ms); others
+                # check back well within the lease.
+                wait = 0.1 if nxt < 0 else min(0.1, max(0.005, nxt / 1000.0))
+                await asyncio.sleep(wait * random.uniform(0.9, 1.1))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                await self._guard("sweep", exc)
+
+    # -- execution ------------------------------------------------------------------------
+    def _begin(self, c: Claimed) -> None:
+        fence = c.fence(self.pid)
+        try:
+            call = Call.decode(c.param, self.settings.max_payload)
+            fn = self.registry.get(call.func)
+        except (BadInput, UnknownFunction) as exc:
+            asyncio.get_running_loop().create_task(self._refuse(c, str(exc)))
+            return
+        ex = Execution(c, fence, call, self)
+        self.running[c.task_id] = ex
+        with self._held_lock:
+            self._held[c.task_id] = (c.base, c.task_id, c.version)
+        ex.task = asyncio.get_running_loop().create_task(self._execute(ex, fn.is_async))
+
+    async def _refuse(self, c: Claimed, reason: str) -> None:
+        try:
+            res = await self.queue.release(c.fence(self.pid), failed=True, reason=reason)
+            self._emit("refused", id=c.task_id, reason=reason, outcome=res)
+        except LbError as exc:
+            self._emit("refused", id=c.task_id, reason=reason, outcome=str(exc))
+
+    def _end(self, ex: Execution) -> None:
+        self.running.pop(ex.id, None)
+        with self._held_lock:
+            self._held.pop(ex.id, None)
+        self._free.set()
+
+    async def _invoke(self, ex: Execution, is_async: bool) -> Any:
+        fn = self.registry.get(ex.call.func).fn
+        ex.counter = 0
+        if is_async:
+            return await fn(AsyncContext(ex), *ex.call.args, **ex.call.kwargs)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+
+        def body() -> None:
+            try:
+                result = fn(Context(ex), *ex.call.args, **ex.call.kwargs)
+            except BaseException as exc:  # delivered to the loop, re-raised there
+                loop.call_soon_threadsafe(_set_exc, fut, exc)
+            else:
+                loop.call_soon_threadsafe(_set_result, fut, result)
+
+        threading.Thread(target=body, name=f"lb-fn-{ex.id[:20]}", daemon=True).start()
+        return await fut
+
+    async def _execute(self, ex: Execution, is_async: bool) -> None:
+        func = self.registry.get(ex.call.func)
+        self._emit("start", id=ex.id, func=ex.call.func, attempt=ex.claimed.attempts)
+        retries = 0
+        try:
+            while True:
+                try:
+                    value = await self._invoke(ex, is_async)
+                except Suspend as s:
+                    outcome = await self.queue.suspend(ex.fence, s.awaited)
+                    if outcome == "ready":
+                        continue
+                    self._emit("suspended", id=ex.id, on=s.awaited)
+                    return
+                except (Lost, asyncio.CancelledError):
+                    if not self._stopping:
+                        self._emit("lost", id=ex.id)
+                    return
+                except Exception as exc:
+                    retries += 1
+                    delay = func.retry.delay(retries)
+                    if delay is None or ex.lost:
+                        await self._settle(ex, "rejected", encode_error(exc, self.settings.max_payload))
+                        return
+                    self._emit("retry", id=ex.id, error=f"{type(exc).__name__}: {exc}", delay=delay)
+                    await asyncio.sleep(delay)
+                    continue
+                try:
+                    data = encode(value, self.settings.max_payload, what=f"result of {ex.call.func}")
+                    state = "resolved"
+                except BadInput as exc:
+                    data, state = encode_error(exc, self.settings.max_payload), "rejected"
+                await self._settle(ex, state, data)
+                return
+        except Fenced:
+            self._emit("fenced", id=ex.id)
+        except LbError as exc:
+            self._emit("error", id=ex.id, error=str(exc))
+        finally:
+            self._end(ex)
+
+    async def _settle(self, ex: Execution, state: str, data: bytes) -> None:
+        if ex.lost:
+            self._emit("fenced", id=ex.id)
+            return
+        await self.queue.fulfill(ex.fence, state, data)
+        self.completed += 1
+        self._emit("done", id=ex.id, state=state, attempt=ex.claimed.attempts)
+
+
+def _set_result(fut: asyncio.Future[Any], value: Any) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+def _set_exc(fut: asyncio.Future[Any], exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)
