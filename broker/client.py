@@ -131,9 +131,16 @@ class Broker:
         if timeout < 0:
             raise BadInput("timeout must not be negative")
         args = [
-            promise_id, param, param_headers, tags_json, timeout, group or "", listener or "",
-            *(fence.args() if fence else NO_FENCE), "1" if timer else "0",
-        ]  # fmt: skip
+            promise_id,
+            param,
+            param_headers,
+            tags_json,
+            timeout,
+            group or "",
+            listener or "",
+            *(fence.args() if fence else NO_FENCE),
+            "1" if timer else "0",
+        ]
         raw = await self.script("create", [self.keys.promise(promise_id)], args)
         return bool(raw[0]), parse_promise(raw[1:])
 

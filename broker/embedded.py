@@ -77,11 +77,24 @@ class EmbeddedRedis:
 
     def command(self) -> list[str]:
         return [
-            self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
-            "--dir", self.directory, "--appendonly", "yes",
-            "--appendfsync", self.appendfsync, "--save", "", "--daemonize", "no",
-            "--logfile", os.path.join(self.directory, "redis.log"),
-        ]  # fmt: skip
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            self.directory,
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            self.appendfsync,
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--logfile",
+            os.path.join(self.directory, "redis.log"),
+        ]
 
     def version(self) -> str:
         out = subprocess.run([self.binary, "--version"], capture_output=True, text=True).stdout
@@ -92,8 +105,9 @@ class EmbeddedRedis:
 
     def start(self, wait: float = 10.0) -> EmbeddedRedis:
         os.makedirs(self.directory, exist_ok=True)
-        self.proc = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.STDOUT)  # fmt: skip
+        self.proc = subprocess.Popen(
+            self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+        )
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
         deadline = time.monotonic() + wait
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import redis
 import redis.exceptions as rexc
@@ -56,14 +57,22 @@ class Heartbeat(threading.Thread):
 
     def beat(self) -> list[str]:
         """One heartbeat for every shard; returns the task ids no longer held."""
-        by_base: dict[str, list[str]] = {b: [] for b in Keys(self.settings.prefix,
-                                                            self.settings.shards).all_bases()}
+        by_base: dict[str, list[str]] = {
+            b: [] for b in Keys(self.settings.prefix, self.settings.shards).all_bases()
+        }
         for base, tid, version in self.held():
             by_base.setdefault(base, []).extend([tid, version])
         lost: list[str] = []
         info_ttl = max(3 * self.settings.ttl_ms, 3000)
         for base, pairs in by_base.items():
-            args = [base, self.settings.retention_ms, self.pid, self.group, info_ttl, *pairs]
+            args: list[Any] = [
+                base,
+                self.settings.retention_ms,
+                self.pid,
+                self.group,
+                info_ttl,
+                *pairs,
+            ]
             res = self.script(keys=[Keys.stream(base, self.group)], args=args)
             lost += [x.decode() if isinstance(x, bytes) else str(x) for x in res]
         self.beats += 1

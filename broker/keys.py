@@ -88,7 +88,7 @@ class Keys:
 
     def base(self, shard: int) -> str:
         """The hash-tagged base of every key in ``shard``: ``{prefix:shard}``."""
-        return "{%s:%d}" % (self.prefix, shard)
+        return "{" + f"{self.prefix}:{shard}" + "}"
 
     def base_for(self, promise_id: str) -> str:
         return self.base(self.shard_of(promise_id))

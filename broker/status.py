@@ -17,41 +17,49 @@ def _s(b: Any) -> str:
 
 async def snapshot(broker: Broker, max_held: int = 200) -> dict[str, Any]:
     r = broker.redis
-    out: dict[str, Any] = {"redis": broker.settings.safe_url, "prefix": broker.settings.prefix,
-                           "groups": {}, "promises": await broker.count_by_state()}  # fmt: skip
+    out: dict[str, Any] = {
+        "redis": broker.settings.safe_url,
+        "prefix": broker.settings.prefix,
+        "groups": {},
+        "promises": await broker.count_by_state(),
+    }
     async with translate_errors():
-        sec, usec = await r.time()
-        now = sec * 1000 + usec // 1000
+        t: Any = await r.time()
+        now = int(t[0]) * 1000 + int(t[1]) // 1000
         live_horizon = max(3 * broker.settings.ttl_ms, 3000)
         for base in broker.keys.all_bases():
             for g in sorted(_s(x) for x in await r.smembers(Keys.groups(base))):
-                grp = out["groups"].setdefault(g, {"backlog": 0, "in_flight": 0, "workers": {},
-                                                   "dead_letters": 0})  # fmt: skip
+                grp = out["groups"].setdefault(
+                    g, {"backlog": 0, "in_flight": 0, "workers": {}, "dead_letters": 0}
+                )
                 stream = Keys.stream(base, g)
                 length = int(await r.xlen(stream))
                 pend = await r.xpending(stream, CONSUMER_GROUP) if length else {"pending": 0}
                 grp["in_flight"] += int(pend.get("pending", 0))
                 grp["backlog"] += max(0, length - int(pend.get("pending", 0)))
                 grp["dead_letters"] += int(await r.xlen(Keys.dead_letters(base, g)))
-                for name, seen in await r.zrange(Keys.workers(base, g), 0, -1, withscores=True):
-                    w = grp["workers"].setdefault(_s(name), {"held": [], "done": 0,
-                                                              "takeovers": 0})  # fmt: skip
+                members: Any = await r.zrange(Keys.workers(base, g), 0, -1, withscores=True)
+                for name, seen in members:
+                    w = grp["workers"].setdefault(_s(name), {"held": [], "done": 0, "takeovers": 0})
                     w["last_seen_ms"] = now - int(seen)
                     w["alive"] = now - int(seen) < live_horizon
-                stats = await r.hgetall(Keys.stats(base, g))
+                stats: Any = await r.hgetall(Keys.stats(base, g))
                 for k, v in stats.items():
                     kind, _, name = _s(k).partition(":")
-                    w = grp["workers"].setdefault(name, {"held": [], "done": 0, "takeovers": 0,
-                                                         "alive": False})  # fmt: skip
+                    w = grp["workers"].setdefault(
+                        name, {"held": [], "done": 0, "takeovers": 0, "alive": False}
+                    )
                     w["done" if kind == "done" else "takeovers"] += int(v)
                 if grp["in_flight"]:
                     rows = await r.xpending_range(stream, CONSUMER_GROUP, "-", "+", max_held)
                     for row in rows:
                         eid = _s(row["message_id"])
-                        entry = await r.xrange(stream, eid, eid)
+                        entry: Any = await r.xrange(stream, eid, eid)
                         tid = _s(entry[0][1].get(b"t", b"?")) if entry else "?"
-                        w = grp["workers"].setdefault(_s(row["consumer"]), {
-                            "held": [], "done": 0, "takeovers": 0, "alive": False})
+                        w = grp["workers"].setdefault(
+                            _s(row["consumer"]),
+                            {"held": [], "done": 0, "takeovers": 0, "alive": False},
+                        )
                         w["held"].append(tid)
     return out
 
@@ -62,8 +70,8 @@ async def known_functions(broker: Broker, group: str) -> set[str] | None:
     names: set[str] = set()
     live = False
     async with translate_errors():
-        sec, usec = await r.time()
-        now = sec * 1000 + usec // 1000
+        t: Any = await r.time()
+        now = int(t[0]) * 1000 + int(t[1]) // 1000
         horizon = max(3 * broker.settings.ttl_ms, 3000)
         for base in broker.keys.all_bases():
             for w in await r.zrangebyscore(Keys.workers(base, group), now - horizon, "+inf"):

@@ -15,7 +15,7 @@ Guarantees (each is one Lua script, so one atomic step and one round trip):
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
@@ -67,7 +67,7 @@ class TaskQueue:
         async with translate_errors():
             for base in self.bases:
                 pipe = self.broker.redis.pipeline(transaction=False)
-                pipe.hset(Keys.worker_info(base, self.pid), mapping=info)
+                pipe.hset(Keys.worker_info(base, self.pid), mapping=cast(Any, info))
                 pipe.pexpire(Keys.worker_info(base, self.pid), ttl_ms * 3)
                 pipe.execute_command("TIME")
                 await pipe.execute()
@@ -76,7 +76,7 @@ class TaskQueue:
         """Read up to ``count`` new entries (blocking up to ``block_ms``), by shard base."""
         try:
             async with translate_errors():
-                resp = await self.blocking.xreadgroup(
+                resp: Any = await self.blocking.xreadgroup(
                     CONSUMER_GROUP,
                     self.pid,
                     dict.fromkeys(self.streams, ">"),
@@ -149,9 +149,14 @@ class TaskQueue:
             if count - len(held) <= 0:
                 break
             args = [
-                self.pid, self.group, min_idle_ms, self._cursors[base], count - len(held),
-                self.broker.settings.max_deliveries, *dead_list,
-            ]  # fmt: skip
+                self.pid,
+                self.group,
+                min_idle_ms,
+                self._cursors[base],
+                count - len(held),
+                self.broker.settings.max_deliveries,
+                *dead_list,
+            ]
             rows = await self.broker.script("takeover", [Keys.stream(base, self.group)], args)
             self._cursors[base] = _s(rows[0])
             h, d = parse_claims(rows[1:], base, self.group)

@@ -20,11 +20,21 @@ __all__ = ["app_loader", "handle_errors", "parse_json", "redis_option", "setting
 F = TypeVar("F", bound=Callable[..., Any])
 
 redis_option = click.option(
-    "--redis", "redis_url", envvar="LB_REDIS_URL", default=None, show_envvar=True,
+    "--redis",
+    "redis_url",
+    envvar="LB_REDIS_URL",
+    default=None,
+    show_envvar=True,
     help="Redis URL (redis://, rediss://, unix://); default redis://127.0.0.1:6379/0.",
-)  # fmt: skip
-prefix_option = click.option("--prefix", envvar="LB_PREFIX", default="lb", show_default=True,
-                             show_envvar=True, help="Key prefix of this lb deployment.")
+)
+prefix_option = click.option(
+    "--prefix",
+    envvar="LB_PREFIX",
+    default="lb",
+    show_default=True,
+    show_envvar=True,
+    help="Key prefix of this lb deployment.",
+)
 
 
 def settings_from(redis_url: str | None, prefix: str = "lb", **over: Any) -> Settings:
@@ -82,7 +92,9 @@ def app_loader(spec: str) -> Callable[[Any], None]:
         elif callable(target) and len(inspect.signature(target).parameters) == 1:
             target(resonate)
         else:
-            raise BadInput(f"--app {spec!r} is not a register(resonate) function, a Resonate, "
-                           "or a list of functions")  # fmt: skip
+            raise BadInput(
+                f"--app {spec!r} is not a register(resonate) function, a Resonate, "
+                "or a list of functions"
+            )
 
     return setup

@@ -21,9 +21,8 @@ import click
 
 from broker.embedded import EmbeddedRedis
 from broker.errors import LbError
-from sdk.resonate import Resonate
-
 from cli.common import handle_errors, settings_from
+from sdk.resonate import Resonate
 
 __all__ = ["demo"]
 
@@ -43,8 +42,9 @@ def _pump(proc: subprocess.Popen[str], sink: list[str]) -> None:
 @click.option("--seed", default=None, type=int, help="Seed for the costs.")
 @click.option("--no-kill", is_flag=True, help="Do not kill a worker.")
 @handle_errors
-def demo(workers: int, calls: int, max_cost: int, ttl: float, seed: int | None,
-         no_kill: bool) -> None:  # fmt: skip
+def demo(
+    workers: int, calls: int, max_cost: int, ttl: float, seed: int | None, no_kill: bool
+) -> None:
     """Run the load-balancing demo on an embedded Redis, kill a worker mid-task, check nothing
     was lost."""
     rng = random.Random(seed)
@@ -57,10 +57,25 @@ def demo(workers: int, calls: int, max_cost: int, ttl: float, seed: int | None,
     try:
         for i in range(workers):
             p = subprocess.Popen(
-                [sys.executable, "-m", "cli.main", "worker", "--group", "workers",
-                 "--concurrency", "4", "--ttl", str(ttl), "--name", f"worker-{i + 1}"],
-                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            )  # fmt: skip
+                [
+                    sys.executable,
+                    "-m",
+                    "cli.main",
+                    "worker",
+                    "--group",
+                    "workers",
+                    "--concurrency",
+                    "4",
+                    "--ttl",
+                    str(ttl),
+                    "--name",
+                    f"worker-{i + 1}",
+                ],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
             procs.append(p)
             threading.Thread(target=_pump, args=(p, lines), daemon=True).start()
         r = Resonate(settings_from(server.url), "workers")
@@ -75,7 +90,7 @@ def demo(workers: int, calls: int, max_cost: int, ttl: float, seed: int | None,
         killed = None if no_kill else _kill_busiest(procs, lines)
         results: dict[str, Any] = {}
         lost = []
-        for pid, cost, h in handles:
+        for pid, _cost, h in handles:
             try:
                 results[pid] = h.result(timeout=max_cost + 6 * ttl + 30)
             except LbError as exc:
@@ -88,10 +103,14 @@ def demo(workers: int, calls: int, max_cost: int, ttl: float, seed: int | None,
             spread[v["worker"]] = spread.get(v["worker"], 0) + 1
         click.echo("")
         for pid, v in results.items():
-            click.echo(f"  {pid:<8} cost={v['cost']}s worker={v['worker']} attempts={v['attempts']}")
+            click.echo(
+                f"  {pid:<8} cost={v['cost']}s worker={v['worker']} attempts={v['attempts']}"
+            )
         click.echo(f"spread: {spread}")
-        click.echo(f"summary: completed={len(results)} taken_over={len(taken)} lost={len(lost)} "
-                   f"killed={killed or '-'} elapsed={elapsed:.1f}s")  # fmt: skip
+        click.echo(
+            f"summary: completed={len(results)} taken_over={len(taken)} lost={len(lost)} "
+            f"killed={killed or '-'} elapsed={elapsed:.1f}s"
+        )
         if lost:
             sys.exit(1)
     finally:

@@ -19,10 +19,6 @@ from broker.embedded import EmbeddedRedis
 from broker.errors import BadInput, LbError, PromiseRejected, UnknownFunction
 from broker.keys import check_func_name, check_id
 from broker.status import known_functions
-from sdk.encoding import decode_error
-from sdk.resonate import Resonate
-from sdk.target import parse_target
-
 from cli.common import (
     app_loader,
     handle_errors,
@@ -31,6 +27,9 @@ from cli.common import (
     redis_option,
     settings_from,
 )
+from sdk.encoding import decode_error
+from sdk.resonate import Resonate
+from sdk.target import parse_target
 
 __all__ = ["cli", "main"]
 
@@ -60,8 +59,21 @@ def server(port: int, directory: str) -> None:
 
 
 def _event_printer(kind: str, data: dict[str, Any]) -> None:
-    if kind in ("start", "done", "takeover", "joined", "lost", "fenced", "dead-letter",
-                "refused", "released", "redis-down", "retry", "suspended", "error"):
+    if kind in (
+        "start",
+        "done",
+        "takeover",
+        "joined",
+        "lost",
+        "fenced",
+        "dead-letter",
+        "refused",
+        "released",
+        "redis-down",
+        "retry",
+        "suspended",
+        "error",
+    ):
         rest = " ".join(f"{k}={v}" for k, v in data.items() if k != "worker")
         stamp = time.strftime("%H:%M:%S")
         click.echo(f"{stamp} [{data.get('worker')}] {kind:<9} {rest}")
@@ -69,44 +81,91 @@ def _event_printer(kind: str, data: dict[str, Any]) -> None:
 
 @cli.command()
 @click.option("--group", default="workers", show_default=True, envvar="LB_GROUP")
-@click.option("--concurrency", default=8, show_default=True, type=click.IntRange(1, 4096),
-              envvar="LB_CONCURRENCY")  # fmt: skip
-@click.option("--ttl", default=5.0, show_default=True, type=click.FloatRange(0.2, 3600),
-              envvar="LB_TTL", help="Seconds without heartbeat before a task is taken over.")
+@click.option(
+    "--concurrency",
+    default=8,
+    show_default=True,
+    type=click.IntRange(1, 4096),
+    envvar="LB_CONCURRENCY",
+)
+@click.option(
+    "--ttl",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(0.2, 3600),
+    envvar="LB_TTL",
+    help="Seconds without heartbeat before a task is taken over.",
+)
 @click.option("--app", default="lbdemo.app:register", show_default=True, envvar="LB_APP")
 @click.option("--name", default=None, envvar="LB_NAME", help="Worker name (default host-pid-rand).")
 @click.option("--quiet", is_flag=True, envvar="LB_QUIET", help="No per-task lines.")
 @redis_option
 @prefix_option
 @handle_errors
-def worker(group: str, concurrency: int, ttl: float, app: str, name: str | None, quiet: bool,
-           redis_url: str | None, prefix: str) -> None:  # fmt: skip
+def worker(
+    group: str,
+    concurrency: int,
+    ttl: float,
+    app: str,
+    name: str | None,
+    quiet: bool,
+    redis_url: str | None,
+    prefix: str,
+) -> None:
     """Serve the group's functions until SIGTERM (running tasks are handed back at once)."""
     setup = app_loader(app)
     settings = settings_from(redis_url, prefix, ttl_ms=int(ttl * 1000))
-    r = Resonate(settings, group, pid=name, concurrency=concurrency,
-                 on_event=None if quiet else _event_printer)  # fmt: skip
+    r = Resonate(
+        settings,
+        group,
+        pid=name,
+        concurrency=concurrency,
+        on_event=None if quiet else _event_printer,
+    )
     setup(r)
     r.serve()
 
 
 @cli.command()
 @click.option("--func", default="compute_something", show_default=True, envvar="LB_FUNC")
-@click.option("--args", "args_json", default=None, envvar="LB_ARGS",
-              help="JSON list of arguments (default for the demo: [id, cost]).")
-@click.option("--cost", type=click.FloatRange(0, 86400), default=None, envvar="LB_COST",
-              help="Demo cost in seconds (default random 1-10).")
+@click.option(
+    "--args",
+    "args_json",
+    default=None,
+    envvar="LB_ARGS",
+    help="JSON list of arguments (default for the demo: [id, cost]).",
+)
+@click.option(
+    "--cost",
+    type=click.FloatRange(0, 86400),
+    default=None,
+    envvar="LB_COST",
+    help="Demo cost in seconds (default random 1-10).",
+)
 @click.option("--id", "promise_id", default=None, envvar="LB_ID", help="Promise id (default uuid).")
 @click.option("--target", default="poll://any@workers", show_default=True, envvar="LB_TARGET")
 @click.option("--wait", is_flag=True, envvar="LB_WAIT", help="Wait and print the value.")
-@click.option("--timeout", type=click.FloatRange(0.001), default=None, envvar="LB_TIMEOUT",
-              help="Seconds to wait with --wait (the promise itself is untouched).")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0.001),
+    default=None,
+    envvar="LB_TIMEOUT",
+    help="Seconds to wait with --wait (the promise itself is untouched).",
+)
 @redis_option
 @prefix_option
 @handle_errors
-def invoke(func: str, args_json: str | None, cost: float | None, promise_id: str | None,
-           target: str, wait: bool, timeout: float | None, redis_url: str | None,
-           prefix: str) -> None:  # fmt: skip
+def invoke(
+    func: str,
+    args_json: str | None,
+    cost: float | None,
+    promise_id: str | None,
+    target: str,
+    wait: bool,
+    timeout: float | None,
+    redis_url: str | None,
+    prefix: str,
+) -> None:
     """Invoke a function durably on a group; prints the id (and the value with --wait)."""
     import random
 
@@ -115,15 +174,20 @@ def invoke(func: str, args_json: str | None, cost: float | None, promise_id: str
     pid = check_id(promise_id or str(uuid.uuid4()), "--id")
     args = parse_json(args_json, "--args")
     if args is None:
-        args = [pid, cost if cost is not None else random.randint(1, 10)] \
-            if func == "compute_something" else []  # fmt: skip
+        args = (
+            [pid, cost if cost is not None else random.randint(1, 10)]
+            if func == "compute_something"
+            else []
+        )
     if not isinstance(args, list):
         raise BadInput("--args must be a JSON list")
     settings = settings_from(redis_url, prefix)
     known = asyncio.run(_known(settings, group))
     if known is not None and func not in known:
-        raise UnknownFunction(f"no live worker of group {group!r} serves {func!r} "
-                              f"(they serve: {', '.join(sorted(known)) or 'nothing'})")  # fmt: skip
+        raise UnknownFunction(
+            f"no live worker of group {group!r} serves {func!r} "
+            f"(they serve: {', '.join(sorted(known)) or 'nothing'})"
+        )
     r = Resonate(settings, group)
     try:
         handle = r.options(target=target).begin_rpc(pid, func, *args)
@@ -173,8 +237,9 @@ def get(promise_id: str, as_json: bool, redis_url: str | None, prefix: str) -> N
         click.echo(f"{k:<11} {json.dumps(v, default=repr) if not isinstance(v, str) else v}")
 
 
-def _settle_cmd(state: str, promise_id: str, value: str | None, redis_url: str | None,
-                prefix: str) -> None:  # fmt: skip
+def _settle_cmd(
+    state: str, promise_id: str, value: str | None, redis_url: str | None, prefix: str
+) -> None:
     settings = settings_from(redis_url, prefix)
     check_id(promise_id)
     r = Resonate(settings, "default")
@@ -185,9 +250,12 @@ def _settle_cmd(state: str, promise_id: str, value: str | None, redis_url: str |
     click.echo(f"{promise_id} {p.state}")
 
 
-for _state, _name, _help in (("rejected_canceled", "cancel", "Cancel a pending promise."),
-                             ("resolved", "resolve", "Resolve a pending promise."),
-                             ("rejected", "reject", "Reject a pending promise.")):  # fmt: skip
+for _state, _name, _help in (
+    ("rejected_canceled", "cancel", "Cancel a pending promise."),
+    ("resolved", "resolve", "Resolve a pending promise."),
+    ("rejected", "reject", "Reject a pending promise."),
+):
+
     def _make(state: str) -> Any:
         @click.argument("promise_id")
         @click.option("--value", default=None, help="JSON value to store.")

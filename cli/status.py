@@ -11,7 +11,6 @@ import click
 
 from broker.client import Broker
 from broker.status import snapshot
-
 from cli.common import handle_errors, prefix_option, redis_option, settings_from
 
 __all__ = ["render", "status", "top"]
@@ -39,12 +38,16 @@ def status(as_json: bool, redis_url: str | None, prefix: str) -> None:
     click.echo(f"redis {snap['redis']}  prefix {snap['prefix']}")
     click.echo("promises: " + "  ".join(f"{k}={v}" for k, v in snap["promises"].items()))
     for g, info in snap["groups"].items():
-        click.echo(f"group {g}: backlog={info['backlog']} in_flight={info['in_flight']} "
-                   f"dead_letters={info['dead_letters']}")  # fmt: skip
+        click.echo(
+            f"group {g}: backlog={info['backlog']} in_flight={info['in_flight']} "
+            f"dead_letters={info['dead_letters']}"
+        )
         for w, wi in sorted(info["workers"].items()):
             state = "alive" if wi.get("alive") else "gone"
-            click.echo(f"  {w:<32} {state:<5} done={wi['done']:<6} takeovers={wi['takeovers']:<4}"
-                       f" holds={','.join(wi['held']) or '-'}")  # fmt: skip
+            click.echo(
+                f"  {w:<32} {state:<5} done={wi['done']:<6} takeovers={wi['takeovers']:<4}"
+                f" holds={','.join(wi['held']) or '-'}"
+            )
 
 
 def render(snap: dict[str, Any]) -> Any:
@@ -56,11 +59,25 @@ def render(snap: dict[str, Any]) -> Any:
     for g, info in snap["groups"].items():
         total = sum(w["done"] for w in info["workers"].values()) or 1
         for w, wi in sorted(info["workers"].items()):
-            table.add_row(g, w, "alive" if wi.get("alive") else "gone", str(wi["done"]),
-                          f"{100 * wi['done'] / total:.0f}%", str(wi["takeovers"]),
-                          ",".join(wi["held"][:6]) + ("..." if len(wi["held"]) > 6 else ""))
-        table.add_row(g, "(backlog)", "", "", "", "", f"{info['backlog']} waiting, "
-                      f"{info['in_flight']} in flight, {info['dead_letters']} dead")  # fmt: skip
+            table.add_row(
+                g,
+                w,
+                "alive" if wi.get("alive") else "gone",
+                str(wi["done"]),
+                f"{100 * wi['done'] / total:.0f}%",
+                str(wi["takeovers"]),
+                ",".join(wi["held"][:6]) + ("..." if len(wi["held"]) > 6 else ""),
+            )
+        table.add_row(
+            g,
+            "(backlog)",
+            "",
+            "",
+            "",
+            "",
+            f"{info['backlog']} waiting, "
+            f"{info['in_flight']} in flight, {info['dead_letters']} dead",
+        )
     counts = "  ".join(f"{k}={v}" for k, v in snap["promises"].items())
     table.caption = counts
     return table

@@ -12,7 +12,6 @@ from broker.errors import (
     Timeout,
     UnknownFunction,
 )
-
 from sdk.context import AsyncContext, Context
 from sdk.resonate import Handle, Options, Resonate
 from sdk.retry import Constant, Exponential, Never, RetryPolicy

@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 from broker.codec import decode, encode
 from broker.errors import BadInput, Fenced, PromiseRejected
 from broker.records import Claimed, Fence, Promise
-
 from sdk.encoding import Call, decode_error, encode_error
 from sdk.target import parse_target
 
@@ -35,7 +34,7 @@ if TYPE_CHECKING:
 __all__ = ["AsyncContext", "Context", "Lost", "Suspend"]
 
 
-class Suspend(BaseException):  # noqa: N818 - a control-flow signal, not an error
+class Suspend(BaseException):
     """Unwinds a function that awaits unsettled promises; the worker suspends its task.
 
     A BaseException so that ``except Exception`` in user code does not swallow it.
@@ -46,7 +45,7 @@ class Suspend(BaseException):  # noqa: N818 - a control-flow signal, not an erro
         self.awaited = awaited
 
 
-class Lost(BaseException):  # noqa: N818 - a control-flow signal, not an error
+class Lost(BaseException):
     """Unwinds a function whose task was taken over: nothing more may be settled for it."""
 
 
@@ -142,8 +141,14 @@ class AsyncContext:
         etype, msg = decode_error(p.value, limit)
         raise PromiseRejected(p.id, p.state, etype, msg)
 
-    async def _rpc_open(self, func: str, args: tuple[Any, ...], kwargs: dict[str, Any],
-                        target: str | None, timeout: float | None) -> Promise:  # fmt: skip
+    async def _rpc_open(
+        self,
+        func: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        target: str | None,
+        timeout: float | None,
+    ) -> Promise:
         cid = self._ex.child_id()
         group = parse_target(target) if target else self._w.group
         param = Call(func, list(args), kwargs, parent=self.id).encode(self._w.settings.max_payload)
@@ -155,8 +160,9 @@ class AsyncContext:
     async def _sleep_open(self, seconds: float) -> float | None:
         """Create the timer; seconds left to wait here, or None when it already fired."""
         cid = self._ex.child_id()
-        p = await self._open(cid, timeout_ms=int(seconds * 1000), timer=True,
-                             tags={"resonate:timer": "true"})  # fmt: skip
+        p = await self._open(
+            cid, timeout_ms=int(seconds * 1000), timer=True, tags={"resonate:timer": "true"}
+        )
         if p.settled:
             return None
         left = (p.timeout_at - self._w.redis_now_ms()) / 1000.0
@@ -187,8 +193,14 @@ class AsyncContext:
         await self._close(cid, True, result)
         return result
 
-    async def rpc(self, func: str, *args: Any, target: str | None = None,
-                  timeout: float | None = None, **kwargs: Any) -> Any:  # fmt: skip
+    async def rpc(
+        self,
+        func: str,
+        *args: Any,
+        target: str | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> Any:
         """Call ``func`` on a group (default: this worker's group) and return its value.
 
         If the child is not settled yet, this task suspends (its slot is freed) and re-runs
@@ -258,8 +270,14 @@ class Context:
         self._io.call(a._close(cid, True, result))
         return result
 
-    def rpc(self, func: str, *args: Any, target: str | None = None,
-            timeout: float | None = None, **kwargs: Any) -> Any:  # fmt: skip
+    def rpc(
+        self,
+        func: str,
+        *args: Any,
+        target: str | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> Any:
         """See :meth:`AsyncContext.rpc`."""
         p = self._io.call(self._a._rpc_open(func, args, kwargs, target, timeout))
         if p.settled:

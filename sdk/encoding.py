@@ -27,8 +27,12 @@ class Call:
     parent: str | None = None
 
     def encode(self, max_payload: int) -> bytes:
-        body: dict[str, Any] = {"func": self.func, "args": list(self.args), "kwargs": self.kwargs,
-                                "v": self.version}  # fmt: skip
+        body: dict[str, Any] = {
+            "func": self.func,
+            "args": list(self.args),
+            "kwargs": self.kwargs,
+            "v": self.version,
+        }
         if self.parent:
             body["parent"] = self.parent
         return encode(body, max_payload, what=f"arguments of {self.func}")

@@ -66,8 +66,9 @@ class Listener:
         finally:
             self.forget(promise_id, fut)
 
-    async def until(self, promise_id: str, fut: asyncio.Future[Promise],
-                    timeout: float | None) -> Promise:  # fmt: skip
+    async def until(
+        self, promise_id: str, fut: asyncio.Future[Promise], timeout: float | None
+    ) -> Promise:
         try:
             return await asyncio.wait_for(asyncio.shield(fut), timeout)
         except TimeoutError:
@@ -110,6 +111,15 @@ class Listener:
 
 def _from_inbox(rec: list[Any]) -> Promise:
     pid = rec[0].decode("utf-8", "surrogateescape")
-    return Promise(id=pid, state=rec[1].decode(), param=b"", param_headers=b"",
-                   value=rec[2], value_headers=rec[3], tags={}, timeout_at=0, created_at=0,
-                   settled_at=int(rec[4]))  # fmt: skip
+    return Promise(
+        id=pid,
+        state=rec[1].decode(),
+        param=b"",
+        param_headers=b"",
+        value=rec[2],
+        value_headers=rec[3],
+        tags={},
+        timeout_at=0,
+        created_at=0,
+        settled_at=int(rec[4]),
+    )

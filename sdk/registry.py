@@ -9,7 +9,6 @@ from typing import Any
 
 from broker.errors import UnknownFunction
 from broker.keys import check_func_name
-
 from sdk.retry import Exponential, RetryPolicy
 
 __all__ = ["Function", "Registry"]
@@ -33,10 +32,14 @@ class Registry:
     def __init__(self) -> None:
         self._by_name: dict[str, Function] = {}
 
-    def add(self, fn: Callable[..., Any], name: str | None = None, version: int = 1,
-            retry: RetryPolicy | None = None) -> Function:  # fmt: skip
-        entry = Function(fn, check_func_name(name or fn.__name__), version,
-                         retry or Exponential())  # fmt: skip
+    def add(
+        self,
+        fn: Callable[..., Any],
+        name: str | None = None,
+        version: int = 1,
+        retry: RetryPolicy | None = None,
+    ) -> Function:
+        entry = Function(fn, check_func_name(name or fn.__name__), version, retry or Exponential())
         self._by_name[entry.name] = entry
         return entry
 

@@ -29,7 +29,6 @@ from broker.errors import PromiseRejected
 from broker.keys import check_id
 from broker.records import Promise
 from broker.settings import Settings
-
 from sdk.encoding import Call, decode_error
 from sdk.listener import Listener
 from sdk.loop import IoLoop
@@ -89,23 +88,27 @@ class Options:
         self.group = parse_target(target) if target else resonate.group
         self.timeout = timeout
 
-    def begin_rpc(self, promise_id: str, func: str | Callable[..., Any], *args: Any,
-                  **kwargs: Any) -> Handle:  # fmt: skip
+    def begin_rpc(
+        self, promise_id: str, func: str | Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> Handle:
         return self._r._io.call(self._begin(promise_id, func, args, kwargs, wait=False))[0]
 
-    def rpc(self, promise_id: str, func: str | Callable[..., Any], *args: Any,
-            **kwargs: Any) -> Any:  # fmt: skip
+    def rpc(
+        self, promise_id: str, func: str | Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> Any:
         handle, fut = self._r._io.call(self._begin(promise_id, func, args, kwargs, wait=True))
         if fut is not None:
             handle._p = self._r._io.call(self._until(promise_id, fut))
         return handle.result()
 
-    async def abegin_rpc(self, promise_id: str, func: str | Callable[..., Any], *args: Any,
-                         **kwargs: Any) -> Handle:  # fmt: skip
+    async def abegin_rpc(
+        self, promise_id: str, func: str | Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> Handle:
         return (await self._r._io.wrap(self._begin(promise_id, func, args, kwargs, False)))[0]
 
-    async def arpc(self, promise_id: str, func: str | Callable[..., Any], *args: Any,
-                   **kwargs: Any) -> Any:  # fmt: skip
+    async def arpc(
+        self, promise_id: str, func: str | Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> Any:
         handle, fut = await self._r._io.wrap(self._begin(promise_id, func, args, kwargs, True))
         if fut is not None:
             handle._p = await self._r._io.wrap(self._until(promise_id, fut))
@@ -117,9 +120,14 @@ class Options:
         finally:
             self._r._listener.forget(promise_id, fut)
 
-    async def _begin(self, promise_id: str, func: str | Callable[..., Any],
-                     args: tuple[Any, ...], kwargs: dict[str, Any],
-                     wait: bool) -> tuple[Handle, asyncio.Future[Promise] | None]:  # fmt: skip
+    async def _begin(
+        self,
+        promise_id: str,
+        func: str | Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        wait: bool,
+    ) -> tuple[Handle, asyncio.Future[Promise] | None]:
         r = self._r
         check_id(promise_id)
         name = func if isinstance(func, str) else getattr(func, "name", func.__name__)
@@ -129,9 +137,12 @@ class Options:
         try:
             async with r._inflight:
                 _, p = await r._broker.create(
-                    promise_id, param, group=self.group, timeout_ms=timeout_ms,
+                    promise_id,
+                    param,
+                    group=self.group,
+                    timeout_ms=timeout_ms,
                     listener=r._listener.client_id if wait else None,
-                )  # fmt: skip
+                )
         except BaseException:
             if fut is not None:
                 r._listener.forget(promise_id, fut)
@@ -145,10 +156,16 @@ class Options:
 class Resonate:
     """A client (and optionally a worker) of one lb deployment."""
 
-    def __init__(self, settings: Settings, group: str = "default", pid: str | None = None,
-                 concurrency: int = 8, embedded: EmbeddedRedis | None = None,
-                 on_event: Callable[[str, dict[str, Any]], None] | None = None,
-                 suspend_after: float = 60.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        settings: Settings,
+        group: str = "default",
+        pid: str | None = None,
+        concurrency: int = 8,
+        embedded: EmbeddedRedis | None = None,
+        on_event: Callable[[str, dict[str, Any]], None] | None = None,
+        suspend_after: float = 60.0,
+    ) -> None:
         self.settings = settings
         self.group = parse_target(group)
         self.registry = Registry()
@@ -157,15 +174,26 @@ class Resonate:
         self._broker = Broker(settings)
         self._listener = Listener(self._broker)
         self._inflight = self._io.call(_semaphore(settings.max_inflight))
-        self._worker_args = {"pid": pid, "concurrency": concurrency, "on_event": on_event,
-                             "suspend_after": suspend_after}  # fmt: skip
+        self._worker_args: dict[str, Any] = {
+            "pid": pid,
+            "concurrency": concurrency,
+            "on_event": on_event,
+            "suspend_after": suspend_after,
+        }
         self.worker: Worker | None = None
         self._stopped = threading.Event()
 
     @classmethod
-    def remote(cls, url: str | None = None, group: str = "default", pid: str | None = None,
-               ttl: float | None = None, concurrency: int = 8, prefix: str | None = None,
-               **kwargs: Any) -> Resonate:  # fmt: skip
+    def remote(
+        cls,
+        url: str | None = None,
+        group: str = "default",
+        pid: str | None = None,
+        ttl: float | None = None,
+        concurrency: int = 8,
+        prefix: str | None = None,
+        **kwargs: Any,
+    ) -> Resonate:
         """Connect to Redis at ``url`` (default ``$LB_REDIS_URL``); ``group`` is the group this
         process serves when started and the default target of its calls."""
         over: dict[str, Any] = {}
@@ -179,18 +207,24 @@ class Resonate:
     def local(cls, group: str = "default", concurrency: int = 8, **kwargs: Any) -> Resonate:
         """Everything in this process: an embedded Redis and a started worker."""
         server = EmbeddedRedis().start()
-        r = cls(Settings.from_url(server.url), group, None, concurrency, embedded=server,
-                **kwargs)  # fmt: skip
+        r = cls(Settings.from_url(server.url), group, None, concurrency, embedded=server, **kwargs)
         r.start()
         return r
 
     # -- registration ---------------------------------------------------------------------
-    def register(self, fn: F | None = None, *, name: str | None = None, version: int = 1,
-                 retry: RetryPolicy | None = None) -> Any:  # fmt: skip
+    def register(
+        self,
+        fn: F | None = None,
+        *,
+        name: str | None = None,
+        version: int = 1,
+        retry: RetryPolicy | None = None,
+    ) -> Any:
         """Register ``fn(ctx, ...)`` (bare decorator or with ``name=``/``version=``/``retry=``).
 
         Returns the function unchanged, with ``.rpc(id, ...)``/``.begin_rpc(id, ...)`` attached.
         """
+
         def wrap(f: F) -> F:
             entry = self.registry.add(f, name, version, retry)
             _attach(self, f, entry)
@@ -202,12 +236,14 @@ class Resonate:
     def options(self, target: str | None = None, timeout: float | None = None) -> Options:
         return Options(self, target, timeout)
 
-    def rpc(self, promise_id: str, func: str | Callable[..., Any], *args: Any,
-            **kwargs: Any) -> Any:  # fmt: skip
+    def rpc(
+        self, promise_id: str, func: str | Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> Any:
         return self.options().rpc(promise_id, func, *args, **kwargs)
 
-    def begin_rpc(self, promise_id: str, func: str | Callable[..., Any], *args: Any,
-                  **kwargs: Any) -> Handle:  # fmt: skip
+    def begin_rpc(
+        self, promise_id: str, func: str | Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> Handle:
         return self.options().begin_rpc(promise_id, func, *args, **kwargs)
 
     def get(self, promise_id: str) -> Handle:
@@ -229,8 +265,9 @@ class Resonate:
     def start(self) -> Worker:
         """Serve this instance's group with its registered functions (returns at once)."""
         if self.worker is None:
-            self.worker = Worker(self.settings, self._io, self.registry, self.group,
-                                 **self._worker_args)  # type: ignore[arg-type]
+            self.worker = Worker(
+                self.settings, self._io, self.registry, self.group, **self._worker_args
+            )
             self._io.call(self.worker.start())
         return self.worker
 

@@ -32,7 +32,6 @@ from broker.heartbeat import Heartbeat
 from broker.records import Claimed
 from broker.settings import Settings
 from broker.tasks import TaskQueue
-
 from sdk.context import AsyncContext, Context, Execution, Lost, Suspend
 from sdk.encoding import Call, encode_error
 from sdk.loop import IoLoop
@@ -102,17 +101,31 @@ class Worker:
         await self.queue.ensure_group()
         await self._sync_clock()
         await self.queue.register(
-            {"host": socket.gethostname(), "pid": str(os.getpid()), "slots": str(self.slots),
-             "started": str(self.redis_now_ms()),
-             "funcs": ",".join(self.registry.names())}, self.settings.ttl_ms)  # fmt: skip
-        self.heartbeat = Heartbeat(self.settings, self.group, self.pid,
-                                   self.settings.ttl_ms / 5000.0, self._held_snapshot,
-                                   self._lost_from_thread)  # fmt: skip
+            {
+                "host": socket.gethostname(),
+                "pid": str(os.getpid()),
+                "slots": str(self.slots),
+                "started": str(self.redis_now_ms()),
+                "funcs": ",".join(self.registry.names()),
+            },
+            self.settings.ttl_ms,
+        )
+        self.heartbeat = Heartbeat(
+            self.settings,
+            self.group,
+            self.pid,
+            self.settings.ttl_ms / 5000.0,
+            self._held_snapshot,
+            self._lost_from_thread,
+        )
         self.heartbeat.beat()
         self.heartbeat.start()
         loop = asyncio.get_running_loop()
-        self._loops = [loop.create_task(self._claim_loop()), loop.create_task(self._takeover_loop()),
-                       loop.create_task(self._sweep_loop())]  # fmt: skip
+        self._loops = [
+            loop.create_task(self._claim_loop()),
+            loop.create_task(self._takeover_loop()),
+            loop.create_task(self._sweep_loop()),
+        ]
         self._emit("joined", group=self.group, slots=self.slots)
 
     async def stop(self) -> None:
@@ -195,8 +208,9 @@ class Worker:
                 for tid in dead_ids:
                     self._emit("dead-letter", id=tid)
                 for c in held:
-                    self._emit("takeover", id=c.task_id, previous=c.previous_holder,
-                               attempt=c.attempts)  # fmt: skip
+                    self._emit(
+                        "takeover", id=c.task_id, previous=c.previous_holder, attempt=c.attempts
+                    )
                     self._begin(c)
             except asyncio.CancelledError:
                 raise
@@ -286,13 +300,17 @@ class Worker:
                     retries += 1
                     delay = func.retry.delay(retries)
                     if delay is None or ex.lost:
-                        await self._settle(ex, "rejected", encode_error(exc, self.settings.max_payload))
+                        await self._settle(
+                            ex, "rejected", encode_error(exc, self.settings.max_payload)
+                        )
                         return
                     self._emit("retry", id=ex.id, error=f"{type(exc).__name__}: {exc}", delay=delay)
                     await asyncio.sleep(delay)
                     continue
                 try:
-                    data = encode(value, self.settings.max_payload, what=f"result of {ex.call.func}")
+                    data = encode(
+                        value, self.settings.max_payload, what=f"result of {ex.call.func}"
+                    )
                     state = "resolved"
                 except BadInput as exc:
                     data, state = encode_error(exc, self.settings.max_payload), "rejected"
