@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
 
+from broker.batching import Batcher
 from broker.errors import BadInput, Fenced, LbError, NotFound, RedisUnavailable
 from broker.keys import PROMISE_STATES, Keys, check_group, check_id
 from broker.records import NO_FENCE, Fence, Promise, parse_promise
@@ -83,6 +84,7 @@ class Broker:
         self.keys = Keys(self.settings.prefix, self.settings.shards)
         self.redis = make_redis(self.settings, self.settings.max_connections, client_name)
         self.scripts = Scripts(self.redis)
+        self.batcher = Batcher(self.redis, self.scripts)
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -96,7 +98,7 @@ class Broker:
         base = keys[0][: keys[0].index("}") + 1]
         full = [base, self.settings.retention_ms, *args]
         async with translate_errors():
-            return await self.scripts.call(name, keys, full)
+            return await self.batcher.call(name, keys, full)
 
     async def ping(self) -> None:
         await self._run(self.redis.ping)

@@ -46,6 +46,9 @@ class Scripts:
             name: redis.register_script(script_source(name)) for name in SCRIPT_NAMES
         }
 
+    def sha(self, name: str) -> str:
+        return str(self._scripts[name].sha)
+
     async def call(self, name: str, keys: list[str], args: list[Any], client: Any = None) -> Any:
         """Run script ``name``; ``client`` may be a pipeline (the call is then queued)."""
         return await self._scripts[name](keys=keys, args=args, client=client)

@@ -36,6 +36,7 @@ from sdk.context import AsyncContext, Context, Execution, Lost, Suspend
 from sdk.encoding import Call, encode_error
 from sdk.loop import IoLoop
 from sdk.registry import Registry
+from sdk.threads import DaemonPool
 
 __all__ = ["Worker", "worker_name"]
 
@@ -77,6 +78,7 @@ class Worker:
         self._offset_ms = 0
         self.heartbeat: Heartbeat | None = None
         self.completed = 0
+        self.pool = DaemonPool(self.slots)
 
     # -- clock ----------------------------------------------------------------------------
     def redis_now_ms(self) -> int:
@@ -90,6 +92,8 @@ class Worker:
         self._offset_ms = int(sec * 1000 + usec // 1000 - (t0 + t1) * 500)
 
     def _emit(self, kind: str, **data: Any) -> None:
+        if self.on_event is None and not log.isEnabledFor(logging.INFO):
+            return
         data.setdefault("worker", self.pid)
         if self.on_event:
             self.on_event(kind, data)
@@ -145,6 +149,7 @@ class Worker:
                 ex.task.cancel()
         if self.heartbeat:
             self.heartbeat.stop()
+        self.pool.shutdown()
         await self.queue.close()
         await self.broker.close()
 
@@ -275,7 +280,7 @@ class Worker:
             else:
                 loop.call_soon_threadsafe(_set_result, fut, result)
 
-        threading.Thread(target=body, name=f"lb-fn-{ex.id[:20]}", daemon=True).start()
+        self.pool.submit(body)
         return await fut
 
     async def _execute(self, ex: Execution, is_async: bool) -> None:

@@ -1,0 +1,277 @@
+"""lb's side of the benchmarks: rates, latency, recovery, false takeovers, memory, ceiling.
+
+Each measurement starts from an empty prefix on the same Redis; workers are real ``lb worker``
+subprocesses. Prints one JSON object (``--json``) or a table. Not a test: no assertions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from typing import Any
+
+import redis
+
+from broker.client import Broker
+from broker.embedded import EmbeddedRedis
+from broker.keys import Keys
+from broker.records import Fence
+from broker.settings import Settings
+from broker.tasks import TaskQueue
+from sdk.encoding import Call
+from sdk.resonate import Resonate
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def start_workers(url: str, prefix: str, n: int, concurrency: int, ttl: float = 5.0,
+                  group: str = "bench") -> list[subprocess.Popen[bytes]]:
+    env = {**os.environ, "LB_REDIS_URL": url, "LB_PREFIX": prefix,
+           "PYTHONPATH": ROOT + os.pathsep + os.path.join(ROOT, "bench")}
+    procs = []
+    for i in range(n):
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "cli.main", "worker", "--group", group, "--quiet",
+             "--concurrency", str(concurrency), "--ttl", str(ttl), "--name", f"bw{i}",
+             "--app", "bench_app:register"],
+            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    r = redis.Redis.from_url(url)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        live = r.zcard(Keys.workers(Keys(prefix).base(0), group))
+        if live >= n:
+            break
+        time.sleep(0.05)
+    r.close()
+    return procs
+
+
+def stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def resolved(url: str, prefix: str) -> int:
+    r = redis.Redis.from_url(url)
+    try:
+        return int(r.zcard(Keys.state_index(Keys(prefix).base(0), "resolved")))
+    finally:
+        r.close()
+
+
+def wait_resolved(url: str, prefix: str, n: int, timeout: float = 300) -> float:
+    deadline = time.monotonic() + timeout
+    while resolved(url, prefix) < n:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {resolved(url, prefix)}/{n} settled")
+        time.sleep(0.01)
+    return time.monotonic()
+
+
+def enqueue(r: Resonate, n: int, tag: str) -> float:
+    """Invoke ``echo`` n times (fire and forget) from this process; returns seconds taken."""
+    opts = r.options(target="poll://any@bench")
+
+    async def burst() -> None:
+        await asyncio.gather(*(opts._begin(f"{tag}-{i}", "echo", (i,), {}, False)
+                               for i in range(n)))
+
+    t0 = time.monotonic()
+    r._io.call(burst())
+    return time.monotonic() - t0
+
+
+def rates(url: str, n: int) -> dict[str, float]:
+    out: dict[str, float] = {}
+    prefix = "b" + uuid.uuid4().hex[:6]
+    r = Resonate.remote(url, group="bench", prefix=prefix)
+    try:
+        secs = enqueue(r, n, "q")
+        out["enqueue_per_s"] = n / secs
+        t0 = time.monotonic()
+        procs = start_workers(url, prefix, 2, 64)
+        try:
+            t1 = wait_resolved(url, prefix, n)
+            out["drain_per_s"] = n / (t1 - t0)
+        finally:
+            stop(procs)
+        out.update(memory(url, prefix, n))
+    finally:
+        r.stop()
+    prefix = "b" + uuid.uuid4().hex[:6]
+    procs = start_workers(url, prefix, 2, 64)
+    r = Resonate.remote(url, group="bench", prefix=prefix)
+    try:
+        t0 = time.monotonic()
+        enqueue(r, n, "e")
+        t1 = wait_resolved(url, prefix, n)
+        out["e2e_per_s"] = n / (t1 - t0)
+    finally:
+        r.stop()
+        stop(procs)
+    return out
+
+
+def memory(url: str, prefix: str, n: int) -> dict[str, float]:
+    r = redis.Redis.from_url(url)
+    try:
+        base = Keys(prefix).base(0)
+        used = int(r.info("memory")["used_memory"])
+        return {"used_memory_mb": used / 2**20,
+                "stream_len": int(r.xlen(Keys.stream(base, "bench"))),
+                "bytes_per_promise": used / n}
+    finally:
+        r.close()
+
+
+def latency(url: str, count: int) -> dict[str, float]:
+    prefix = "b" + uuid.uuid4().hex[:6]
+    procs = start_workers(url, prefix, 1, 8)
+    r = Resonate.remote(url, group="bench", prefix=prefix)
+    try:
+        opts = r.options(target="poll://any@bench")
+        for i in range(20):
+            opts.rpc(f"w{i}", "echo", i)
+        samples = []
+        for i in range(count):
+            t0 = time.perf_counter()
+            opts.rpc(f"l{i}", "echo", i)
+            samples.append((time.perf_counter() - t0) * 1000)
+        samples.sort()
+        return {"lat_p50_ms": statistics.median(samples),
+                "lat_p99_ms": samples[int(len(samples) * 0.99) - 1]}
+    finally:
+        r.stop()
+        stop(procs)
+
+
+def recovery(url: str, cost: float, ttl: float) -> dict[str, float]:
+    """kill -9 the worker holding a ``cost`` s sleep; time to takeover and to completion."""
+    prefix = "b" + uuid.uuid4().hex[:6]
+    procs = start_workers(url, prefix, 2, 4, ttl=ttl)
+    r = Resonate.remote(url, group="bench", prefix=prefix)
+    rc = redis.Redis.from_url(url)
+    tk = Keys(prefix).task("rec")
+    try:
+        t0 = time.monotonic()
+        h = r.options(target="poll://any@bench").begin_rpc("rec", "sleepy", cost)
+        while rc.hget(tk, "state") != b"acquired":
+            time.sleep(0.005)
+        holder = rc.hget(tk, "pid").decode()
+        time.sleep(2.0)
+        victim = procs[int(holder[2:])]
+        victim.kill()
+        t_kill = time.monotonic()
+        while rc.hget(tk, "pid") in (holder.encode(), b""):
+            time.sleep(0.005)
+        t_take = time.monotonic()
+        h.result(timeout=cost + 120)
+        t_done = time.monotonic()
+        return {"takeover_s": t_take - t_kill, "total_s": t_done - t0, "uninterrupted_s": cost}
+    finally:
+        rc.close()
+        r.stop()
+        stop(procs)
+
+
+def false_takeovers(url: str, ttl: float) -> dict[str, float]:
+    """A CPU-bound function busy for 3x the ttl on a healthy worker: attempts must stay 1."""
+    prefix = "b" + uuid.uuid4().hex[:6]
+    procs = start_workers(url, prefix, 2, 2, ttl=ttl)
+    r = Resonate.remote(url, group="bench", prefix=prefix)
+    try:
+        v = r.options(target="poll://any@bench").rpc("cpu", "burn", 3 * ttl)
+        return {"cpu_attempts": float(v["attempts"])}
+    finally:
+        r.stop()
+        stop(procs)
+
+
+async def _ceiling(url: str, n: int) -> float:
+    """Lifecycle calls (create, read, acquire, fulfill) pipelined, no user code: ops/s."""
+    prefix = "c" + uuid.uuid4().hex[:6]
+    b = Broker(Settings.from_url(url, prefix=prefix))
+    tq = TaskQueue(b, "bench", "ceil")
+    await tq.ensure_group()
+    param = Call("echo", [1]).encode(1 << 20)
+    base = b.keys.base(0)
+    batch = 200
+    t0 = time.monotonic()
+    for start in range(0, n, batch):
+        pipe = b.redis.pipeline(transaction=False)
+        for i in range(start, min(n, start + batch)):
+            await b.scripts.call("create", [b.keys.promise(f"c{i}")],
+                                 [base, b.settings.retention_ms, f"c{i}", param, "", "", 60000,
+                                  "bench", "", "", "", "", "0"], client=pipe)
+        await pipe.execute()
+        got = await tq.read(batch, 0)
+        held, _ = await tq.acquire(base, got[base])
+        pipe = b.redis.pipeline(transaction=False)
+        for c in held:
+            await b.scripts.call("fulfill", [b.keys.promise(c.task_id)],
+                                 [base, b.settings.retention_ms,
+                                  *Fence(c.task_id, c.version, "ceil").args(), "resolved",
+                                  b"\x01", ""], client=pipe)
+        await pipe.execute()
+    secs = time.monotonic() - t0
+    await tq.close()
+    await b.close()
+    return n / secs
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--redis-url")
+    ap.add_argument("--size", type=int, default=20000)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--latency-count", type=int, default=500)
+    ap.add_argument("--recovery-cost", type=float, default=30.0)
+    ap.add_argument("--skip-recovery", action="store_true")
+    ap.add_argument("--json")
+    a = ap.parse_args()
+    server = None
+    url = a.redis_url
+    if not url:
+        server = EmbeddedRedis(appendfsync="everysec").start()
+        url = server.url
+    results: list[dict[str, float]] = []
+    try:
+        for _ in range(a.runs):
+            res = rates(url, a.size)
+            res.update(latency(url, a.latency_count))
+            res["ceiling_per_s"] = asyncio.run(_ceiling(url, a.size))
+            redis.Redis.from_url(url).flushall()
+            results.append(res)
+            print(json.dumps(res), file=sys.stderr)
+        med = {k: statistics.median(r[k] for r in results) for k in results[0]}
+        if not a.skip_recovery:
+            for label, ttl in (("default", 5.0), ("aggressive", 1.0)):
+                rec = recovery(url, a.recovery_cost, ttl)
+                med.update({f"recovery_{label}_{k}": v for k, v in rec.items()})
+            med.update(false_takeovers(url, 1.0))
+        med["redis_version"] = redis.Redis.from_url(url).info()["redis_version"]
+        print(json.dumps(med, indent=2))
+        if a.json:
+            with open(a.json, "w") as f:
+                json.dump(med, f, indent=2)
+    finally:
+        if server:
+            server.cleanup()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""A pool of daemon threads for plain ``def`` functions.
+
+Why not ThreadPoolExecutor: its threads are joined at interpreter exit, so a worker asked to
+stop would wait for a long user function it has already handed back. These threads are daemons:
+after ``stop()`` the process can exit at once (the abandoned execution is fenced anyway).
+Threads are reused, so running a function costs a queue hand-off, not a thread start.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+
+__all__ = ["DaemonPool"]
+
+
+class DaemonPool:
+    def __init__(self, size: int, name: str = "lb-fn") -> None:
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._run, name=f"{name}-{i}", daemon=True) for i in range(size)
+        ]
+        for t in self._threads:
+            t.start()
+
+    def _run(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            job()  # jobs handle their own exceptions
+
+    def submit(self, job: Callable[[], None]) -> None:
+        self._jobs.put(job)
+
+    def shutdown(self) -> None:
+        """Ask idle threads to exit; busy ones finish their job first (they are daemons)."""
+        for _ in self._threads:
+            self._jobs.put(None)
