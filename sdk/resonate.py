@@ -96,10 +96,7 @@ class Options:
     def rpc(
         self, promise_id: str, func: str | Callable[..., Any], *args: Any, **kwargs: Any
     ) -> Any:
-        handle, fut = self._r._io.call(self._begin(promise_id, func, args, kwargs, wait=True))
-        if fut is not None:
-            handle._p = self._r._io.call(self._until(promise_id, fut))
-        return handle.result()
+        return self._r._io.call(self._rpc(promise_id, func, args, kwargs)).result()
 
     async def abegin_rpc(
         self, promise_id: str, func: str | Callable[..., Any], *args: Any, **kwargs: Any
@@ -109,10 +106,20 @@ class Options:
     async def arpc(
         self, promise_id: str, func: str | Callable[..., Any], *args: Any, **kwargs: Any
     ) -> Any:
-        handle, fut = await self._r._io.wrap(self._begin(promise_id, func, args, kwargs, True))
+        return (await self._r._io.wrap(self._rpc(promise_id, func, args, kwargs))).result()
+
+    async def _rpc(
+        self,
+        promise_id: str,
+        func: str | Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Handle:
+        """Create and wait in one coroutine on the I/O loop (one thread hop per call)."""
+        handle, fut = await self._begin(promise_id, func, args, kwargs, True)
         if fut is not None:
-            handle._p = await self._r._io.wrap(self._until(promise_id, fut))
-        return handle.result()
+            handle._p = await self._until(promise_id, fut)
+        return handle
 
     async def _until(self, promise_id: str, fut: asyncio.Future[Promise]) -> Promise:
         try:
