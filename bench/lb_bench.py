@@ -16,7 +16,6 @@ import subprocess
 import sys
 import time
 import uuid
-from typing import Any
 
 import redis
 
@@ -32,17 +31,42 @@ from sdk.resonate import Resonate
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def start_workers(url: str, prefix: str, n: int, concurrency: int, ttl: float = 5.0,
-                  group: str = "bench") -> list[subprocess.Popen[bytes]]:
-    env = {**os.environ, "LB_REDIS_URL": url, "LB_PREFIX": prefix,
-           "PYTHONPATH": ROOT + os.pathsep + os.path.join(ROOT, "bench")}
+def start_workers(
+    url: str, prefix: str, n: int, concurrency: int, ttl: float = 5.0, group: str = "bench"
+) -> list[subprocess.Popen[bytes]]:
+    env = {
+        **os.environ,
+        "LB_REDIS_URL": url,
+        "LB_PREFIX": prefix,
+        "PYTHONPATH": ROOT + os.pathsep + os.path.join(ROOT, "bench"),
+    }
     procs = []
     for i in range(n):
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "worker", "--group", group, "--quiet",
-             "--concurrency", str(concurrency), "--ttl", str(ttl), "--name", f"bw{i}",
-             "--app", "bench_app:register"],
-            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "cli.main",
+                    "worker",
+                    "--group",
+                    group,
+                    "--quiet",
+                    "--concurrency",
+                    str(concurrency),
+                    "--ttl",
+                    str(ttl),
+                    "--name",
+                    f"bw{i}",
+                    "--app",
+                    "bench_app:register",
+                ],
+                env=env,
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
     r = redis.Redis.from_url(url)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -87,8 +111,9 @@ def enqueue(r: Resonate, n: int, tag: str) -> float:
     opts = r.options(target="poll://any@bench")
 
     async def burst() -> None:
-        await asyncio.gather(*(opts._begin(f"{tag}-{i}", "echo", (i,), {}, False)
-                               for i in range(n)))
+        await asyncio.gather(
+            *(opts._begin(f"{tag}-{i}", "echo", (i,), {}, False) for i in range(n))
+        )
 
     t0 = time.monotonic()
     r._io.call(burst())
@@ -131,9 +156,11 @@ def memory(url: str, prefix: str, n: int) -> dict[str, float]:
     try:
         base = Keys(prefix).base(0)
         used = int(r.info("memory")["used_memory"])
-        return {"used_memory_mb": used / 2**20,
-                "stream_len": int(r.xlen(Keys.stream(base, "bench"))),
-                "bytes_per_promise": used / n}
+        return {
+            "used_memory_mb": used / 2**20,
+            "stream_len": int(r.xlen(Keys.stream(base, "bench"))),
+            "bytes_per_promise": used / n,
+        }
     finally:
         r.close()
 
@@ -152,8 +179,10 @@ def latency(url: str, count: int) -> dict[str, float]:
             opts.rpc(f"l{i}", "echo", i)
             samples.append((time.perf_counter() - t0) * 1000)
         samples.sort()
-        return {"lat_p50_ms": statistics.median(samples),
-                "lat_p99_ms": samples[int(len(samples) * 0.99) - 1]}
+        return {
+            "lat_p50_ms": statistics.median(samples),
+            "lat_p99_ms": samples[int(len(samples) * 0.99) - 1],
+        }
     finally:
         r.stop()
         stop(procs)
@@ -214,18 +243,44 @@ async def _ceiling(url: str, n: int) -> float:
     for start in range(0, n, batch):
         pipe = b.redis.pipeline(transaction=False)
         for i in range(start, min(n, start + batch)):
-            await b.scripts.call("create", [b.keys.promise(f"c{i}")],
-                                 [base, b.settings.retention_ms, f"c{i}", param, "", "", 60000,
-                                  "bench", "", "", "", "", "0"], client=pipe)
+            await b.scripts.call(
+                "create",
+                [b.keys.promise(f"c{i}")],
+                [
+                    base,
+                    b.settings.retention_ms,
+                    f"c{i}",
+                    param,
+                    "",
+                    "",
+                    60000,
+                    "bench",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "0",
+                ],
+                client=pipe,
+            )
         await pipe.execute()
         got = await tq.read(batch, 0)
         held, _ = await tq.acquire(base, got[base])
         pipe = b.redis.pipeline(transaction=False)
         for c in held:
-            await b.scripts.call("fulfill", [b.keys.promise(c.task_id)],
-                                 [base, b.settings.retention_ms,
-                                  *Fence(c.task_id, c.version, "ceil").args(), "resolved",
-                                  b"\x01", ""], client=pipe)
+            await b.scripts.call(
+                "fulfill",
+                [b.keys.promise(c.task_id)],
+                [
+                    base,
+                    b.settings.retention_ms,
+                    *Fence(c.task_id, c.version, "ceil").args(),
+                    "resolved",
+                    b"\x01",
+                    "",
+                ],
+                client=pipe,
+            )
         await pipe.execute()
     secs = time.monotonic() - t0
     await tq.close()

@@ -1,0 +1,127 @@
+"""``python -m bench``: lb and its Redis peers, same machine, same Redis, one table.
+
+Runs ``bench.lb_bench`` and ``bench.peers`` (which installs the peers into its own virtual
+environment, never into lb's) against one redis-server, then prints each figure with the ratio
+lb / peer (for latencies peer / lb, so > 1 always means lb is better).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from typing import Any
+
+from broker.embedded import EmbeddedRedis
+
+ROWS = [
+    ("enqueue_per_s", "enqueue /s", True),
+    ("drain_per_s", "drain /s (2 workers)", True),
+    ("e2e_per_s", "end-to-end /s", True),
+    ("lat_p50_ms", "invoke->result p50 ms", False),
+    ("lat_p99_ms", "invoke->result p99 ms", False),
+]
+
+
+def run(cmd: list[str]) -> None:
+    print("$", " ".join(cmd), file=sys.stderr, flush=True)
+    subprocess.run(cmd, check=False)
+
+
+def load(path: str) -> dict[str, Any]:
+    try:
+        with open(path) as f:
+            data: dict[str, Any] = json.load(f)
+            return data
+    except (OSError, ValueError):
+        return {}
+
+
+def table(lb: dict[str, Any], peers: dict[str, Any]) -> str:
+    names = [p for p in peers if isinstance(peers[p], dict)]
+    head = f"{'figure':<24}{'lb':>10}" + "".join(f"{n:>18}" for n in names)
+    lines = [head, "-" * len(head)]
+    for key, label, higher in ROWS:
+        mine = lb.get(key)
+        row = f"{label:<24}{_fmt(mine):>10}"
+        for n in names:
+            theirs = peers[n].get(key)
+            ratio = ""
+            if isinstance(mine, int | float) and isinstance(theirs, int | float) and theirs > 0:
+                r = mine / theirs if higher else theirs / mine
+                ratio = f" ({r:.1f}x)"
+            row += f"{_fmt(theirs) + ratio:>18}"
+        lines.append(row)
+    lines.append("")
+    lines.append("ratios: lb/peer for rates, peer/lb for latencies (>1 = lb better)")
+    for key in sorted(lb):
+        if key not in {k for k, _, _ in ROWS}:
+            lines.append(f"lb {key}: {_fmt(lb[key])}")
+    for n in names:
+        if peers[n].get("error"):
+            lines.append(f"{n}: error: {peers[n]['error']}")
+    return "\n".join(lines)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.0f}" if v >= 100 else f"{v:.2f}"
+    return "-" if v is None else str(v)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--size", type=int, default=20000)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--peers", default=None, help="comma list (default: all)")
+    ap.add_argument("--skip-peers", action="store_true")
+    ap.add_argument("--skip-recovery", action="store_true")
+    ap.add_argument("--out", default="bench/last_run.json")
+    a = ap.parse_args()
+    tmp = tempfile.mkdtemp(prefix="lb-bench-")
+    lb_json, peers_json = os.path.join(tmp, "lb.json"), os.path.join(tmp, "peers.json")
+    with EmbeddedRedis(appendfsync="everysec") as server:
+        cmd = [
+            sys.executable,
+            "-m",
+            "bench.lb_bench",
+            "--redis-url",
+            server.url,
+            "--size",
+            str(a.size),
+            "--runs",
+            str(a.runs),
+            "--json",
+            lb_json,
+        ]
+        if a.skip_recovery:
+            cmd.append("--skip-recovery")
+        run(cmd)
+        if not a.skip_peers:
+            cmd = [
+                sys.executable,
+                "-m",
+                "bench.peers",
+                "--redis-url",
+                server.url,
+                "--size",
+                str(a.size),
+                "--runs",
+                str(a.runs),
+                "--json",
+                peers_json,
+            ]
+            if a.peers:
+                cmd += ["--peers", a.peers]
+            run(cmd)
+    lb, peers = load(lb_json), load(peers_json)
+    print(table(lb, peers))
+    with open(a.out, "w") as f:
+        json.dump({"lb": lb, "peers": peers}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
