@@ -28,6 +28,7 @@ class Batcher:
         self.scripts = scripts
         self._queue: list[tuple[str, list[str], list[Any], asyncio.Future[Any]]] = []
         self._scheduled = False
+        self._flushing: set[asyncio.Task[None]] = set()
 
     async def call(self, name: str, keys: list[str], args: list[Any]) -> Any:
         loop = asyncio.get_running_loop()
@@ -42,7 +43,9 @@ class Batcher:
         self._scheduled = False
         batch, self._queue = self._queue, []
         for i in range(0, len(batch), MAX_BATCH):
-            loop.create_task(self._flush(batch[i : i + MAX_BATCH]))
+            task = loop.create_task(self._flush(batch[i : i + MAX_BATCH]))
+            self._flushing.add(task)  # keep a reference until done (asyncio holds weak ones)
+            task.add_done_callback(self._flushing.discard)
 
     async def _flush(
         self, batch: list[tuple[str, list[str], list[Any], asyncio.Future[Any]]]

@@ -20,7 +20,14 @@ import redis.asyncio as aioredis
 import redis.exceptions as rexc
 
 from broker.batching import Batcher
-from broker.errors import BadInput, Fenced, LbError, NotFound, RedisUnavailable
+from broker.errors import (
+    BadInput,
+    Fenced,
+    LbError,
+    NotFound,
+    PayloadTooLarge,
+    RedisUnavailable,
+)
 from broker.keys import PROMISE_STATES, Keys, check_group, check_id
 from broker.records import NO_FENCE, Fence, Promise, parse_promise
 from broker.scripts import Scripts
@@ -87,7 +94,7 @@ class Broker:
         self.batcher = Batcher(self.redis, self.scripts)
 
     async def close(self) -> None:
-        await self.redis.aclose()
+        await self.redis.aclose(close_connection_pool=True)
 
     async def _run(self, call: Callable[[], Awaitable[T]]) -> T:
         async with translate_errors():
@@ -127,7 +134,7 @@ class Broker:
         if group is not None:
             check_group(group)
         if len(param) + len(param_headers) > self.settings.max_payload:
-            raise BadInput(f"params are over the {self.settings.max_payload}-byte limit")
+            raise PayloadTooLarge(f"params are over the {self.settings.max_payload}-byte limit")
         tags_json = _tags_json(tags)
         timeout = self.settings.default_timeout_ms if timeout_ms is None else int(timeout_ms)
         if timeout < 0:
@@ -170,7 +177,7 @@ class Broker:
         if state not in _SETTLE_STATES:
             raise BadInput(f"cannot settle to {state!r}; use one of {', '.join(_SETTLE_STATES)}")
         if len(value) + len(value_headers) > self.settings.max_payload:
-            raise BadInput(f"value is over the {self.settings.max_payload}-byte limit")
+            raise PayloadTooLarge(f"value is over the {self.settings.max_payload}-byte limit")
         args = [promise_id, state, value, value_headers, *(fence.args() if fence else NO_FENCE)]
         raw = await self.script("settle", [self.keys.promise(promise_id)], args)
         if raw is None:

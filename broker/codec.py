@@ -25,6 +25,7 @@ def _refuse_ext(code: int, data: bytes) -> Any:
 
 def encode(value: Any, max_payload: int = 1 << 20, what: str = "value") -> bytes:
     """Pack ``value`` (None, bool, int, float, str, bytes, list, tuple, dict) to msgpack."""
+    _check_shape(value)
     try:
         data: bytes = msgpack.packb(value, use_bin_type=True, strict_types=False)
     except (TypeError, ValueError, OverflowError) as exc:
@@ -37,7 +38,6 @@ def encode(value: Any, max_payload: int = 1 << 20, what: str = "value") -> bytes
             f"{what} is {len(data)} bytes encoded, over the {max_payload}-byte limit; "
             "store large data elsewhere and pass a reference"
         )
-    _check_depth(value)
     return data
 
 
@@ -57,18 +57,23 @@ def decode(data: bytes, max_payload: int = 1 << 20, what: str = "payload") -> An
         raise
     except Exception as exc:  # msgpack raises many unrelated types on garbage
         raise BadInput(f"{what} is not valid msgpack ({type(exc).__name__}: {exc})") from None
-    _check_depth(value)
+    _check_shape(value)
     return value
 
 
-def _check_depth(value: Any) -> None:
+def _check_shape(value: Any) -> None:
+    """Refuse nesting past MAX_DEPTH, ext types (Timestamp included) and container map keys."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
         if depth > MAX_DEPTH:
             raise BadInput(f"payload nests deeper than {MAX_DEPTH} levels")
+        if isinstance(item, msgpack.ExtType | msgpack.Timestamp):
+            raise BadInput("msgpack ext types (timestamps included) are not accepted")
         if isinstance(item, dict):
             for k, v in item.items():
+                if isinstance(k, list | tuple | dict):
+                    raise BadInput("map keys must be scalars (str, bytes, int, float, bool, None)")
                 stack.append((k, depth + 1))
                 stack.append((v, depth + 1))
         elif isinstance(item, list | tuple):

@@ -54,7 +54,7 @@ def check_id(value: object, what: str = "id") -> str:
 
 def check_group(value: object) -> str:
     """Return ``value`` if it is a valid group name (1-64 of ``[A-Za-z0-9_.-]``)."""
-    if not isinstance(value, str) or not _GROUP_RE.match(value):
+    if not isinstance(value, str) or not _GROUP_RE.fullmatch(value):
         shown = repr(value)[:60]
         raise BadInput(f"group {shown} must be 1-64 characters of letters, digits, '_', '.', '-'")
     return value
@@ -62,7 +62,7 @@ def check_group(value: object) -> str:
 
 def check_func_name(value: object) -> str:
     """Return ``value`` if it is a valid function name (an identifier-like string)."""
-    if not isinstance(value, str) or not _FUNC_RE.match(value):
+    if not isinstance(value, str) or not _FUNC_RE.fullmatch(value):
         shown = repr(value)[:60]
         raise BadInput(f"function name {shown} must look like an identifier (max 128 characters)")
     return value

@@ -40,7 +40,7 @@ class Settings:
     connect_timeout: float = 2.0
 
     def __post_init__(self) -> None:
-        if not _PREFIX_RE.match(self.prefix):
+        if not _PREFIX_RE.fullmatch(self.prefix):
             raise BadInput(
                 f"prefix {self.prefix!r} must be 1-64 characters of letters, digits, '_', '.', '-'"
             )
@@ -71,13 +71,18 @@ class Settings:
     def safe_url(self) -> str:
         """The URL with any password replaced by ``***``: the only form that is ever printed."""
         parts = urlsplit(self.url)
-        if parts.password is None:
-            return self.url
-        host = parts.hostname or ""
-        if parts.port:
-            host = f"{host}:{parts.port}"
-        user = parts.username or ""
-        return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, ""))
+        query = (
+            "&".join(
+                "password=***" if kv.split("=", 1)[0].lower() == "password" else kv
+                for kv in parts.query.split("&")
+            )
+            if parts.query
+            else ""
+        )
+        netloc = parts.netloc
+        if parts.password is not None:
+            netloc = f"{parts.username or ''}:***@{netloc.rsplit('@', 1)[1]}"
+        return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
     def __repr__(self) -> str:
         return (

@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 import redis.exceptions as rexc
 
 from broker.client import Broker, make_redis, translate_errors
+from broker.errors import BadInput, PayloadTooLarge
 from broker.keys import CONSUMER_GROUP, Keys, check_group
 from broker.records import Claimed, Fence, Promise, parse_claims, parse_promise
 
@@ -47,7 +48,7 @@ class TaskQueue:
         self._suspect: set[str] = set()
 
     async def close(self) -> None:
-        await self.blocking.aclose()
+        await self.blocking.aclose(close_connection_pool=True)
 
     async def ensure_group(self) -> None:
         """Create the group's streams and consumer groups if missing (idempotent)."""
@@ -115,6 +116,12 @@ class TaskQueue:
         self, fence: Fence, state: str, value: bytes, value_headers: bytes = b""
     ) -> Promise:
         """Settle the task's promise as its holder and complete the task (fenced)."""
+        if state not in ("resolved", "rejected"):
+            raise BadInput(f"a task settles resolved or rejected, not {state!r}")
+        if len(value) + len(value_headers) > self.broker.settings.max_payload:
+            raise PayloadTooLarge(
+                f"value is over the {self.broker.settings.max_payload}-byte limit"
+            )
         raw = await self.broker.script(
             "fulfill",
             [self.keys.promise(fence.task_id)],
@@ -124,6 +131,9 @@ class TaskQueue:
 
     async def suspend(self, fence: Fence, awaited: Iterable[str]) -> str:
         """Park the task until one awaited promise settles: 'suspended' or 'ready' (fenced)."""
+        awaited = list(awaited)
+        if not awaited:
+            raise BadInput("suspend needs at least one awaited promise id")
         res = await self.broker.script(
             "suspend", [self.keys.task(fence.task_id)], [*fence.args(), *awaited]
         )

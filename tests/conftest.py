@@ -44,7 +44,7 @@ def prefix(redis_server: EmbeddedRedis) -> Iterator[str]:
     yield p
     client = redis.Redis.from_url(redis_server.url)
     try:
-        for key in client.scan_iter(match="{%s:*" % p, count=1000):
+        for key in client.scan_iter(match="{" + p + ":*", count=1000):
             ttl = client.pttl(key)
             kind = client.type(key)
             # Streams, consumer groups and the group registry are permanent by design.

@@ -9,6 +9,9 @@
 -- per worker in stats:<group> (for lb status / lb top).
 local tid, v, pid, state, value, vh = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 if not holds(tid, v, pid) then return fenced_error(tid, v, pid) end
+if state ~= 'resolved' and state ~= 'rejected' then
+  return redis.error_reply('BADSTATE a task settles resolved or rejected')
+end
 settle(tid, state, value, vh, now_ms())
 local sk = B .. ':stats:' .. redis.call('HGET', k_task(tid), 'group')
 redis.call('HINCRBY', sk, 'done:' .. pid, 1)

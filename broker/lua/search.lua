@@ -1,4 +1,4 @@
--- search.lua: list promises by state and/or one tag, newest index order, without scans.
+-- search.lua: list promises by state and/or one tag, oldest first (index order: created_at), without scans.
 -- KEYS[1] the index searched (state index, or tag index when a tag is given)
 -- ARGV[1] base   ARGV[2] retention_ms   ARGV[3] state filter ('' = any)
 -- ARGV[4] offset   ARGV[5] limit

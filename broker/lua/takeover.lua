@@ -6,6 +6,7 @@
 --           are taken at once, whatever their idle time.
 -- Returns {next cursor, {entry id, 'ok', task id, version, attempts, param, ph, timeout_at,
 --   previous holder} | {entry id, 'skip'} | {entry id, 'dead', task id} ...}.
+-- Claims use JUSTID (delivery counts live in the task hash: attempts), then read each entry.
 -- Guarantees: XAUTOCLAIM and the version bump happen in this one atomic step, so from the
 -- moment a task is taken over every call of its old holder is refused (FENCED). Entries deleted
 -- from the stream are dropped from the pending list; stale entries are acked and deleted.
@@ -20,30 +21,28 @@ for i = 9, #ARGV do
   if dead ~= pid then
     local pend = redis.call('XPENDING', q, CG, '-', '+', count - #claimed, dead)
     for _, p in ipairs(pend) do
-      local got = redis.call('XCLAIM', q, CG, pid, 0, p[1])
-      if #got == 0 then
-        redis.call('XACK', q, CG, p[1])
-      else
-        table.insert(claimed, got[1])
-      end
+      local got = redis.call('XCLAIM', q, CG, pid, 0, p[1], 'JUSTID')
+      for _, id in ipairs(got) do table.insert(claimed, id) end
     end
   end
 end
 local next_cursor = cursor
 if count - #claimed > 0 then
-  local r = redis.call('XAUTOCLAIM', q, CG, pid, min_idle, cursor, 'COUNT', count - #claimed)
+  local r = redis.call('XAUTOCLAIM', q, CG, pid, min_idle, cursor, 'COUNT', count - #claimed,
+                      'JUSTID')
   next_cursor = r[1]
-  for _, e in ipairs(r[2]) do table.insert(claimed, e) end
+  for _, id in ipairs(r[2]) do table.insert(claimed, id) end
 end
 local out = {next_cursor}
-for _, e in ipairs(claimed) do
-  local eid, fields = e[1], e[2]
+for _, eid in ipairs(claimed) do
+  -- JUSTID (then XRANGE) because Redis 6.2 returns entries deleted from the stream as nil.
+  local found = redis.call('XRANGE', q, eid, eid)
+  local fields = found[1] and found[1][2]
   local tid = false
-  if type(fields) == 'table' then
+  if fields then
     for j = 1, #fields, 2 do if fields[j] == 't' then tid = fields[j + 1] end end
   end
-  if not fields or type(fields) ~= 'table' then
-    -- Redis 6.2 returns deleted entries with no fields: drop them from the pending list.
+  if not fields then
     redis.call('XACK', q, CG, eid)
   else
     local t = false

@@ -48,7 +48,9 @@ async def shutdown(*things: Broker | TaskQueue) -> None:
 
 
 async def eventually(
-    pred: Callable[[], Awaitable[Any]], timeout: float = 10.0, interval: float = 0.02,
+    pred: Callable[[], Awaitable[Any]],
+    timeout: float = 10.0,
+    interval: float = 0.02,
     what: str = "",
 ) -> Any:
     """Await ``pred()`` until it returns something truthy; fail after ``timeout`` seconds."""
@@ -124,9 +126,7 @@ async def raw_state(b: Broker, promise_id: str) -> str | None:
     return None if v is None else _s(v)
 
 
-async def claim(
-    tq: TaskQueue, count: int, block_ms: int = 200
-) -> tuple[list[Claimed], list[str]]:
+async def claim(tq: TaskQueue, count: int, block_ms: int = 200) -> tuple[list[Claimed], list[str]]:
     """One read of up to ``count`` entries, then acquire of what was read."""
     held: list[Claimed] = []
     dead: list[str] = []

@@ -31,9 +31,13 @@ def test_create_then_same_id_returns_stored_record(redis_url: str, prefix: str) 
         b = make_broker(redis_url, prefix)
         try:
             created, p = await b.create(
-                "p1", b"param-1", param_headers=b"h1", tags={"env": "prod"}, timeout_ms=60_000,
+                "p1",
+                b"param-1",
+                param_headers=b"h1",
+                tags={"env": "prod"},
+                timeout_ms=60_000,
                 group=GROUP,
-            )  # fmt: skip
+            )
             assert created is True
             assert (p.id, p.state, p.param, p.param_headers) == ("p1", "pending", b"param-1", b"h1")
             assert p.tags == {"env": "prod"}
@@ -97,6 +101,39 @@ def test_settle_race_exactly_one_wins(redis_url: str, prefix: str) -> None:
             assert await setup.get("race") == stored
         finally:
             await shutdown(setup, *brokers)
+
+    asyncio.run(scenario())
+
+
+def test_concurrent_calls_on_one_broker_each_get_their_own_answer(
+    redis_url: str, prefix: str
+) -> None:
+    """Calls made at the same moment on ONE Broker (sent as one auto-pipelined batch): 50
+    settles of one promise -> exactly one changed; in a mixed batch a missing id raises
+    NotFound for its caller only, while the creates and gets around it succeed."""
+
+    async def scenario() -> None:
+        b = make_broker(redis_url, prefix)
+        try:
+            await b.create("one")
+            results = await asyncio.gather(
+                *(b.settle("one", "resolved", b"v%d" % i) for i in range(50))
+            )
+            assert sum(changed for changed, _ in results) == 1
+            assert len({r.value for _, r in results}) == 1
+            mixed = await asyncio.gather(
+                b.create("m1"),
+                b.get("missing"),
+                b.get("one"),
+                b.create("m2"),
+                b.settle("missing", "resolved"),
+                return_exceptions=True,
+            )
+            assert mixed[0][0] is True and mixed[3][0] is True
+            assert isinstance(mixed[1], NotFound) and isinstance(mixed[4], NotFound)
+            assert mixed[2].state == "resolved"
+        finally:
+            await shutdown(b)
 
     asyncio.run(scenario())
 
@@ -211,7 +248,11 @@ def test_listener_gets_one_inbox_message(redis_url: str, prefix: str) -> None:
                 msgs = await b.redis.lrange(inbox, 0, -1)
                 assert len(msgs) == 1
                 assert msgpack.unpackb(msgs[0], raw=True) == [
-                    b"L1", b"resolved", b"\x00value\xff", b"hdr", p.settled_at
+                    b"L1",
+                    b"resolved",
+                    b"\x00value\xff",
+                    b"hdr",
+                    p.settled_at,
                 ]
                 assert 0 < await b.redis.pttl(inbox) <= 600_000
             assert await b.redis.llen(inbox3) == 0
@@ -276,9 +317,12 @@ def test_count_by_state(redis_url: str, prefix: str) -> None:
             await b.settle("c2", "rejected")
             await b.settle("c3", "rejected_canceled")
             assert await b.count_by_state() == {
-                "pending": 3, "resolved": 2, "rejected": 1, "rejected_canceled": 1,
+                "pending": 3,
+                "resolved": 2,
+                "rejected": 1,
+                "rejected_canceled": 1,
                 "rejected_timedout": 0,
-            }  # fmt: skip
+            }
         finally:
             await shutdown(b)
 
@@ -342,13 +386,20 @@ def test_family_keys_in_redis_share_one_slot(redis_url: str, prefix: str) -> Non
             assert await tq.suspend(fence, [f"{root}:1"]) == "suspended"
             base = b.keys.base_for(root)
             expected = {
-                b.keys.promise(root), b.keys.task(root), b.keys.listeners(root),
-                b.keys.promise(f"{root}:1"), b.keys.callbacks(f"{root}:1"),
-                b.keys.promise(f"{root}:1.2"), b.keys.task(f"{root}:1.2"),
-                Keys.stream(base, GROUP), Keys.timeouts(base), Keys.groups(base),
-                Keys.state_index(base, "pending"), Keys.tag_index(base, "t", "v"),
-            }  # fmt: skip
-            every = {k.decode() async for k in b.redis.scan_iter(match="{%s:*" % prefix)}
+                b.keys.promise(root),
+                b.keys.task(root),
+                b.keys.listeners(root),
+                b.keys.promise(f"{root}:1"),
+                b.keys.callbacks(f"{root}:1"),
+                b.keys.promise(f"{root}:1.2"),
+                b.keys.task(f"{root}:1.2"),
+                Keys.stream(base, GROUP),
+                Keys.timeouts(base),
+                Keys.groups(base),
+                Keys.state_index(base, "pending"),
+                Keys.tag_index(base, "t", "v"),
+            }
+            every = {k.decode() async for k in b.redis.scan_iter(match=f"{{{prefix}:*")}
             found = {k for k in every if k.startswith(base + ":")}
             assert expected <= found, expected - found
             assert {key_slot(k.encode()) for k in found} == {key_slot(base.encode())}
