@@ -128,7 +128,7 @@ def rates(url: str, n: int) -> dict[str, float]:
         secs = enqueue(r, n, "q")
         out["enqueue_per_s"] = n / secs
         t0 = time.monotonic()
-        procs = start_workers(url, prefix, 2, 64)
+        procs = start_workers(url, prefix, 2, 128)
         try:
             t1 = wait_resolved(url, prefix, n)
             out["drain_per_s"] = n / (t1 - t0)
@@ -138,7 +138,7 @@ def rates(url: str, n: int) -> dict[str, float]:
     finally:
         r.stop()
     prefix = "b" + uuid.uuid4().hex[:6]
-    procs = start_workers(url, prefix, 2, 64)
+    procs = start_workers(url, prefix, 2, 128)
     r = Resonate.remote(url, group="bench", prefix=prefix)
     try:
         t0 = time.monotonic()

@@ -106,7 +106,7 @@ class Listener:
             self._task.cancel()
             with contextlib.suppress(BaseException):
                 await self._task
-        await self._redis.aclose()
+        await self._redis.aclose(close_connection_pool=True)
 
 
 def _from_inbox(rec: list[Any]) -> Promise:
