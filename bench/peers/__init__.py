@@ -1,0 +1,4 @@
+"""Benchmark harness for peer task queues (celery, dramatiq, arq, streaq, taskiq, saq, rq).
+
+Run ``python -m bench.peers --help``. Stdlib only at import time.
+"""
