@@ -52,11 +52,11 @@ def check_id(value: object, what: str = "id") -> str:
     return value
 
 
-def check_group(value: object) -> str:
-    """Return ``value`` if it is a valid group name (1-64 of ``[A-Za-z0-9_.-]``)."""
+def check_group(value: object, what: str = "group") -> str:
+    """Return ``value`` if it is a valid group (or worker) name (1-64 of ``[A-Za-z0-9_.-]``)."""
     if not isinstance(value, str) or not _GROUP_RE.fullmatch(value):
         shown = repr(value)[:60]
-        raise BadInput(f"group {shown} must be 1-64 characters of letters, digits, '_', '.', '-'")
+        raise BadInput(f"{what} {shown} must be 1-64 characters of letters, digits, '_', '.', '-'")
     return value
 
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from redis.connection import parse_url
+
 from broker.errors import BadInput
 
 __all__ = ["DEFAULT_URL", "Settings"]
@@ -50,11 +52,20 @@ class Settings:
             raise BadInput("max_payload must be at least 64 bytes")
         if self.ttl_ms < 200:
             raise BadInput("ttl must be at least 0.2 s")
-        scheme = urlsplit(self.url).scheme
-        if scheme not in ("redis", "rediss", "unix"):
+        try:
+            parts = urlsplit(self.url)
+            _ = parts.port
+        except ValueError as exc:
+            raise BadInput(f"Redis URL is malformed ({exc})") from None
+        if parts.scheme not in ("redis", "rediss", "unix"):
             raise BadInput(
-                f"Redis URL scheme {scheme!r} is not supported: use redis://, rediss:// or unix://"
+                f"Redis URL scheme {parts.scheme[:20]!r} is not supported: "
+                "use redis://, rediss:// or unix://"
             )
+        try:
+            parse_url(self.url)  # type: ignore[no-untyped-call]
+        except (ValueError, TypeError) as exc:  # message never includes the URL (password)
+            raise BadInput(f"Redis URL is malformed ({str(exc)[:120]})") from None
 
     @classmethod
     def from_url(cls, url: str | None = None, **overrides: Any) -> Settings:

@@ -64,6 +64,8 @@ def parse_json(text: str | None, what: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise BadInput(f"{what} is not valid JSON ({exc.msg} at position {exc.pos})") from None
+    except (ValueError, RecursionError) as exc:  # too deep, or an integer too long to convert
+        raise BadInput(f"{what} is not usable JSON ({str(exc)[:100]})") from None
 
 
 def app_loader(spec: str) -> Callable[[Any], None]:

@@ -16,8 +16,8 @@ import click
 from broker.client import Broker
 from broker.codec import decode
 from broker.embedded import EmbeddedRedis
-from broker.errors import BadInput, LbError, PromiseRejected, UnknownFunction
-from broker.keys import check_func_name, check_id
+from broker.errors import BadInput, LbError, UnknownFunction
+from broker.keys import check_func_name, check_group, check_id
 from broker.status import known_functions
 from cli.common import (
     app_loader,
@@ -113,6 +113,8 @@ def worker(
     prefix: str,
 ) -> None:
     """Serve the group's functions until SIGTERM (running tasks are handed back at once)."""
+    if name is not None:
+        check_group(name, "--name")  # same alphabet as group names: it becomes a Redis client name
     setup = app_loader(app)
     settings = settings_from(redis_url, prefix, ttl_ms=int(ttl * 1000))
     r = Resonate(
@@ -278,13 +280,16 @@ def main() -> None:
     cli.add_command(top)
     cli.add_command(demo)
     try:
-        cli(standalone_mode=True)
-    except PromiseRejected as exc:  # pragma: no cover - handled inside commands
+        code = cli(standalone_mode=False)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as exc:  # bad options: one line, like every other error
+        click.echo(f"error: {exc.format_message()}", err=True)
+        sys.exit(2)
+    except LbError as exc:  # pragma: no cover - commands report their own
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except LbError as exc:  # pragma: no cover
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -76,6 +76,8 @@ class Worker:
         self._stopping = False
         self._loops: list[asyncio.Task[None]] = []
         self._offset_ms = 0
+        self._takeover_due = False
+        self._takeover_lock = asyncio.Lock()
         self.heartbeat: Heartbeat | None = None
         self.completed = 0
         self.pool = DaemonPool(self.slots)
@@ -189,6 +191,11 @@ class Worker:
                 await self._free.wait()
                 continue
             try:
+                if self._takeover_due:
+                    # Work orphaned by a dead worker goes before new work when a slot frees.
+                    await self._takeover_pass()
+                    if self.free <= 0:
+                        continue
                 got = await self.queue.read(self.free, block_ms=1000)
                 for base, entries in got.items():
                     held, dead = await self.queue.acquire(base, entries)
@@ -205,22 +212,28 @@ class Worker:
         period = self.settings.ttl_ms / 5000.0
         while not self._stopping:
             await asyncio.sleep(period * random.uniform(0.8, 1.2))
+            self._takeover_due = True
             if self.free <= 0:
-                continue
+                continue  # the claim loop runs the pass as soon as a slot frees
             try:
-                dead = await self.queue.dead_consumers()
-                held, dead_ids = await self.queue.takeover(self.settings.ttl_ms, self.free, dead)
-                for tid in dead_ids:
-                    self._emit("dead-letter", id=tid)
-                for c in held:
-                    self._emit(
-                        "takeover", id=c.task_id, previous=c.previous_holder, attempt=c.attempts
-                    )
-                    self._begin(c)
+                await self._takeover_pass()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 await self._guard("takeover", exc)
+
+    async def _takeover_pass(self) -> None:
+        async with self._takeover_lock:
+            if not self._takeover_due or self.free <= 0:
+                return
+            self._takeover_due = False
+            dead = await self.queue.dead_consumers()
+            held, dead_ids = await self.queue.takeover(self.settings.ttl_ms, self.free, dead)
+            for tid in dead_ids:
+                self._emit("dead-letter", id=tid)
+            for c in held:
+                self._emit("takeover", id=c.task_id, previous=c.previous_holder, attempt=c.attempts)
+                self._begin(c)
 
     async def _sweep_loop(self) -> None:
         lease_ms = 2000

@@ -1,0 +1,61 @@
+"""Fixtures of the e2e tests: a worker fleet per test (killed at teardown) and an SDK client.
+
+The session Redis (``redis_server``) and the per-test key ``prefix`` come from tests/conftest.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sdk import Resonate
+
+from .support import CliResult, Fleet, run_cli
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Iterator[None]:
+    outcome = yield
+    rep = outcome.get_result()  # type: ignore[attr-defined]
+    setattr(item, f"rep_{rep.when}", rep)
+
+
+@pytest.fixture
+def fleet(
+    request: pytest.FixtureRequest, redis_url: str, prefix: str, tmp_path: Path
+) -> Iterator[Fleet]:
+    f = Fleet(redis_url, prefix, tmp_path)
+    try:
+        yield f
+    finally:
+        f.stop_all()
+        rep = getattr(request.node, "rep_call", None)
+        if rep is not None and rep.failed:
+            print(f.dump())
+
+
+@pytest.fixture
+def client(redis_url: str, prefix: str) -> Iterator[Resonate]:
+    r = Resonate.remote(redis_url, group="workers", prefix=prefix)
+    try:
+        yield r
+    finally:
+        r.stop()
+
+
+class Lb:
+    """`lb ...` against this test's Redis and prefix."""
+
+    def __init__(self, redis_url: str, prefix: str) -> None:
+        self.redis_url, self.prefix = redis_url, prefix
+
+    def __call__(self, *args: str, timeout: float = 60, **env: str) -> CliResult:
+        return run_cli(self.redis_url, self.prefix, *args, timeout=timeout, env=env or None)
+
+
+@pytest.fixture
+def lb(redis_url: str, prefix: str) -> Lb:
+    return Lb(redis_url, prefix)
