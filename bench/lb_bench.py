@@ -109,13 +109,8 @@ def enqueue(r: Resonate, n: int, tag: str) -> float:
     """Invoke ``echo`` n times (fire and forget) from this process; returns seconds taken."""
     opts = r.options(target="poll://any@bench")
 
-    async def burst() -> None:
-        await asyncio.gather(
-            *(opts._begin(f"{tag}-{i}", "echo", (i,), {}, False) for i in range(n))
-        )
-
     t0 = time.monotonic()
-    r._io.call(burst())
+    opts.begin_rpc_many("echo", [(f"{tag}-{i}", (i,)) for i in range(n)])
     return time.monotonic() - t0
 
 

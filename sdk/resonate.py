@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from broker.client import Broker
@@ -97,6 +97,24 @@ class Options:
         self, promise_id: str, func: str | Callable[..., Any], *args: Any, **kwargs: Any
     ) -> Any:
         return self._r._io.call(self._rpc(promise_id, func, args, kwargs)).result()
+
+    def begin_rpc_many(
+        self, func: str | Callable[..., Any], calls: Iterable[tuple[str, Sequence[Any]]]
+    ) -> list[Handle]:
+        """Invoke ``func`` once per ``(id, args)`` in one hop: the creates are pipelined.
+
+        Returns the handles in order once every promise is stored. Each id follows the usual
+        rule (an existing id attaches). Bounded like single calls: a huge batch waits for room.
+        """
+        return self._r._io.call(self._begin_many(func, list(calls)))
+
+    async def _begin_many(
+        self, func: str | Callable[..., Any], calls: list[tuple[str, Sequence[Any]]]
+    ) -> list[Handle]:
+        done = await asyncio.gather(
+            *(self._begin(pid, func, tuple(args), {}, False) for pid, args in calls)
+        )
+        return [h for h, _ in done]
 
     async def abegin_rpc(
         self, promise_id: str, func: str | Callable[..., Any], *args: Any, **kwargs: Any

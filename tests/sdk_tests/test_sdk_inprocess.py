@@ -6,7 +6,6 @@ process, which is enough for replay, suspension, errors and backpressure.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -152,12 +151,7 @@ def test_burst_of_20000_from_one_client(redis_url: str, prefix: str) -> None:
     try:
         opts = r.options()
 
-        async def burst() -> list[Any]:
-            return await asyncio.gather(
-                *(opts._begin(f"b{i}", "echo", (i,), {}, False) for i in range(20_000))
-            )
-
-        handles = r._io.call(burst())
+        handles = opts.begin_rpc_many("echo", [(f"b{i}", (i,)) for i in range(20_000)])
         assert len(handles) == 20_000
         assert r._io.call(r._broker.count_by_state())["pending"] == 20_000
     finally:
