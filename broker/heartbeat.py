@@ -22,7 +22,8 @@ __all__ = ["Heartbeat"]
 
 
 class Heartbeat(threading.Thread):
-    """Renews ``held()`` every ``interval`` s; calls ``on_lost(task_ids)`` for tasks lost.
+    """Renews ``held()`` every ``interval`` s; calls ``on_lost([(task id, version)])`` for tasks
+    lost.
 
     ``held`` returns (base, task id, version) triples and is called from this thread, so it
     must be thread-safe (a snapshot of a dict is enough). Redis errors are retried on the next
@@ -36,7 +37,7 @@ class Heartbeat(threading.Thread):
         pid: str,
         interval: float,
         held: Callable[[], list[tuple[str, str, str]]],
-        on_lost: Callable[[list[str]], None],
+        on_lost: Callable[[list[tuple[str, str]]], None],
     ) -> None:
         super().__init__(name=f"lb-heartbeat-{pid}", daemon=True)
         self.settings = settings
@@ -60,8 +61,10 @@ class Heartbeat(threading.Thread):
         by_base: dict[str, list[str]] = {
             b: [] for b in Keys(self.settings.prefix, self.settings.shards).all_bases()
         }
+        self.versions: dict[str, str] = {}
         for base, tid, version in self.held():
             by_base.setdefault(base, []).extend([tid, version])
+            self.versions[tid] = version
         lost: list[str] = []
         info_ttl = max(3 * self.settings.ttl_ms, 3000)
         for base, pairs in by_base.items():
@@ -83,7 +86,9 @@ class Heartbeat(threading.Thread):
             try:
                 lost = self.beat()
                 if lost:
-                    self.on_lost(lost)
+                    # With the version each was held at, so that a task re-acquired since
+                    # (a new execution) is never mistaken for the lost one.
+                    self.on_lost([(tid, self.versions.get(tid, "")) for tid in lost])
             except (rexc.RedisError, OSError):
                 pass  # Redis down or restarting: try again next beat; takeovers are fenced.
             self.stopping.wait(self.interval)

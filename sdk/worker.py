@@ -160,13 +160,13 @@ class Worker:
         with self._held_lock:
             return list(self._held.values())
 
-    def _lost_from_thread(self, task_ids: list[str]) -> None:
-        self.io.loop.call_soon_threadsafe(self._mark_lost, task_ids)
+    def _lost_from_thread(self, lost: list[tuple[str, str]]) -> None:
+        self.io.loop.call_soon_threadsafe(self._mark_lost, lost)
 
-    def _mark_lost(self, task_ids: list[str]) -> None:
-        for tid in task_ids:
+    def _mark_lost(self, lost: list[tuple[str, str]]) -> None:
+        for tid, version in lost:
             ex = self.running.get(tid)
-            if ex is not None and not ex.lost:
+            if ex is not None and not ex.lost and ex.fence.version == version:
                 ex.lost = True
                 self._emit("lost", id=tid)
                 if ex.task is not None and self.registry.get(ex.call.func).is_async:
