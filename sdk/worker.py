@@ -272,9 +272,10 @@ class Worker:
             self._emit("refused", id=c.task_id, reason=reason, outcome=str(exc))
 
     def _end(self, ex: Execution) -> None:
-        self.running.pop(ex.id, None)
-        with self._held_lock:
-            self._held.pop(ex.id, None)
+        if self.running.get(ex.id) is ex:  # a newer execution of the same task stays tracked
+            del self.running[ex.id]
+            with self._held_lock:
+                self._held.pop(ex.id, None)
         self._free.set()
 
     async def _invoke(self, ex: Execution, is_async: bool) -> Any:
