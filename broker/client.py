@@ -11,6 +11,7 @@ Every state change is one Lua script call (one round trip). Guarantees:
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -152,6 +153,56 @@ class Broker:
         ]
         raw = await self.script("create", [self.keys.promise(promise_id)], args)
         return bool(raw[0]), parse_promise(raw[1:])
+
+    async def create_many(
+        self, group: str, items: list[tuple[str, bytes]], timeout_ms: int | None = None
+    ) -> list[tuple[bool, Promise]]:
+        """Create many promises with tasks on ``group``: one script call per 256 ids and shard.
+
+        Same rules as :meth:`create` for each id; the returned promises carry id, state and
+        value only. Results are in the order of ``items``.
+        """
+        check_group(group)
+        timeout = self.settings.default_timeout_ms if timeout_ms is None else int(timeout_ms)
+        by_base: dict[str, list[int]] = {}
+        for i, (pid, param) in enumerate(items):
+            check_id(pid)
+            if len(param) > self.settings.max_payload:
+                raise PayloadTooLarge(f"params of {pid!r} are over the limit")
+            by_base.setdefault(self.keys.base_for(pid), []).append(i)
+        out: list[tuple[bool, Promise] | None] = [None] * len(items)
+        calls = []
+        for base, idx in by_base.items():
+            for s in range(0, len(idx), 256):
+                chunk = idx[s : s + 256]
+                flat: list[Any] = []
+                for i in chunk:
+                    flat += [items[i][0], items[i][1]]
+                calls.append(
+                    (
+                        chunk,
+                        self.script(
+                            "create_many", [Keys.stream(base, group)], [group, timeout, *flat]
+                        ),
+                    )
+                )
+        answers = await asyncio.gather(*(call for _, call in calls))
+        for (chunk, _), rows in zip(calls, answers, strict=True):
+            for i, row in zip(chunk, rows, strict=True):
+                p = Promise(
+                    items[i][0],
+                    row[1].decode(),
+                    b"",
+                    b"",
+                    row[2] or b"",
+                    row[3] or b"",
+                    {},
+                    0,
+                    0,
+                    0,
+                )
+                out[i] = (bool(row[0]), p)
+        return [x for x in out if x is not None]
 
     async def get(self, promise_id: str, listener: str | None = None) -> Promise:
         """The promise (lazily timed out if past its deadline), or :class:`NotFound`."""

@@ -18,6 +18,7 @@ __all__ = ["SCRIPT_NAMES", "Scripts", "script_source"]
 
 SCRIPT_NAMES = (
     "create",
+    "create_many",
     "get",
     "settle",
     "fulfill",

@@ -111,10 +111,14 @@ class Options:
     async def _begin_many(
         self, func: str | Callable[..., Any], calls: list[tuple[str, Sequence[Any]]]
     ) -> list[Handle]:
-        done = await asyncio.gather(
-            *(self._begin(pid, func, tuple(args), {}, False) for pid, args in calls)
-        )
-        return [h for h, _ in done]
+        r = self._r
+        name = func if isinstance(func, str) else getattr(func, "name", func.__name__)
+        limit = r.settings.max_payload
+        items = [(check_id(pid), Call(name, list(args)).encode(limit)) for pid, args in calls]
+        timeout_ms = None if self.timeout is None else int(self.timeout * 1000)
+        async with r._inflight:
+            created = await r._broker.create_many(self.group, items, timeout_ms)
+        return [Handle(r, p.id, p) for _, p in created]
 
     async def abegin_rpc(
         self, promise_id: str, func: str | Callable[..., Any], *args: Any, **kwargs: Any

@@ -23,22 +23,7 @@ if state then
   table.insert(r, 1, 0)
   return r
 end
-local timeout_at = now + timeout
-redis.call('HSET', k_promise(id), 'id', id, 'state', 'pending', 'param', param, 'ph', ph,
-           'value', '', 'vh', '', 'tags', tags, 'timeout_at', timeout_at, 'created_at', now,
-           'settled_at', 0, 'timer', timer)
-redis.call('ZADD', k_state('pending'), now, id)
-redis.call('ZADD', K_TIMEOUTS, timeout_at, id)
-if tags ~= '' then
-  for k, v in pairs(cjson.decode(tags)) do
-    redis.call('ZADD', k_tag(k, tostring(v)), now, id)
-  end
-end
-if group ~= '' then
-  redis.call('HSET', k_task(id), 'state', 'pending', 'v', 0, 'pid', '', 'group', group,
-             'eid', '', 'attempts', 0, 'fails', 0, 'created_at', now)
-  deliver(id, group)
-end
+new_promise(id, param, ph, tags, timeout, group, timer, now)
 if cid ~= '' then redis.call('SADD', k_ls(id), cid) end
 local r = record(id)
 table.insert(r, 1, 1)

@@ -115,6 +115,26 @@ local function lazy_timeout(id, now)
   return p[1]
 end
 
+-- Store a new pending promise (indexes, deadline) and, with a group, its task on the stream.
+local function new_promise(id, param, ph, tags, timeout, group, timer, now)
+  local timeout_at = now + timeout
+  redis.call('HSET', k_promise(id), 'id', id, 'state', 'pending', 'param', param, 'ph', ph,
+             'value', '', 'vh', '', 'tags', tags, 'timeout_at', timeout_at, 'created_at', now,
+             'settled_at', 0, 'timer', timer)
+  redis.call('ZADD', k_state('pending'), now, id)
+  redis.call('ZADD', K_TIMEOUTS, timeout_at, id)
+  if tags ~= '' then
+    for k, v in pairs(cjson.decode(tags)) do
+      redis.call('ZADD', k_tag(k, tostring(v)), now, id)
+    end
+  end
+  if group ~= '' then
+    redis.call('HSET', k_task(id), 'state', 'pending', 'v', 0, 'pid', '', 'group', group,
+               'eid', '', 'attempts', 0, 'fails', 0, 'created_at', now)
+    deliver(id, group)
+  end
+end
+
 -- Move a task's entry to its group's dead-letter stream and reject its promise.
 local function dead_letter(tid, group, eid, reason, now)
   redis.call('XADD', k_dlq(group), 'MAXLEN', '~', '10000', '*', 't', tid, 'eid', eid or '',
