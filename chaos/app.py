@@ -1,0 +1,71 @@
+"""The functions the chaos workers serve (``--app chaos.app:register``).
+
+Every function journals its start (``begin``) and returns who ran it (``w``) on which attempt
+(``a``), so the checkers can tie a promise's value to a real execution.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from chaos.journal import append
+from sdk import Context, Never, Resonate
+
+__all__ = ["register"]
+
+
+def _begin(ctx: Context, func: str) -> None:
+    append("begin", ctx.id, func, ctx.attempt, ctx.worker, f"{time.time():.6f}")
+
+
+def echo(ctx: Context, *args: Any) -> dict[str, Any]:
+    """Returns its arguments: the value must always reflect the first accepted arguments."""
+    _begin(ctx, "echo")
+    return {"echo": list(args), "w": ctx.worker, "a": ctx.attempt}
+
+
+def nap(ctx: Context, ms: int) -> dict[str, Any]:
+    """Sleeps ``ms`` milliseconds in the slot (not durably)."""
+    _begin(ctx, "nap")
+    time.sleep(max(0, int(ms)) / 1000.0)
+    return {"nap": ms, "w": ctx.worker, "a": ctx.attempt}
+
+
+def effect(ctx: Context, token: int) -> dict[str, Any]:
+    """A side effect outside Redis: one journal line naming (id, attempt, worker)."""
+    _begin(ctx, "effect")
+    append("eff", ctx.id, ctx.attempt, ctx.worker, f"{time.time():.6f}")
+    return {"token": token, "w": ctx.worker, "a": ctx.attempt}
+
+
+def _step(pid: str, n: int, worker: str, attempt: int) -> int:
+    t0 = time.time()
+    time.sleep(0.002)
+    append("step", pid, n, worker, attempt, f"{t0:.6f}", f"{time.time():.6f}")
+    return n
+
+
+def chain(ctx: Context, token: int) -> dict[str, Any]:
+    """Three checkpoints, a durable sleep and a child call on the group."""
+    _begin(ctx, "chain")
+    total = 0
+    for n in (1, 2, 3):
+        total += ctx.run(_step, ctx.id, n, ctx.worker, ctx.attempt)
+    ctx.sleep(0.2)
+    child = ctx.rpc("echo", token)
+    return {"steps": total, "child": child.get("echo"), "w": ctx.worker, "a": ctx.attempt}
+
+
+def sink(ctx: Context, *args: Any, **kwargs: Any) -> int:
+    """Accepts anything, returns a small value (used by the size-limit corpus cases)."""
+    _begin(ctx, "sink")
+    return len(args) + len(kwargs)
+
+
+def register(resonate: Resonate) -> None:
+    resonate.register(echo, retry=Never())
+    resonate.register(nap, retry=Never())
+    resonate.register(effect, retry=Never())
+    resonate.register(chain)
+    resonate.register(sink, retry=Never())

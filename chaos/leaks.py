@@ -1,0 +1,98 @@
+"""Leak checks on Redis after the drain: the group stream, stray keys, keys that never expire.
+
+What may stay without an expiry is what ARCHITECTURE.md's key table calls permanent: the group
+streams and dead-letter streams, the group registry, the worker registry zsets, the timeout /
+gc / index zsets. A promise or task hash with no expiry must belong to a *pending* promise (it
+is then in the timeouts zset and the sweeper will settle it); callbacks and listener sets too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+
+from broker.keys import CONSUMER_GROUP, Keys
+
+__all__ = ["check_leaks"]
+
+PERMANENT = ("q", "dlq", "groups", "w", "timeouts", "gc", "ix")
+WITH_PROMISE = ("p", "t", "cb", "ls")
+
+
+def _s(b: Any) -> str:
+    return b.decode("utf-8", "replace") if isinstance(b, bytes) else str(b)
+
+
+def check_leaks(url: str, prefix: str, group: str = "chaos") -> dict[str, Any]:
+    cl = redis.Redis.from_url(url, socket_timeout=30)
+    try:
+        base = Keys(prefix).base(0)
+        stream = Keys.stream(base, group)
+        xlen = int(cl.xlen(stream))
+        pending = 0
+        if cl.exists(stream):
+            pending = int(cl.xpending(stream, CONSUMER_GROUP)["pending"])
+        outside: list[str] = []
+        no_expiry: list[str] = []
+        pending_promises = 0
+        timeouts = Keys.timeouts(base)
+        scanned = 0
+        for key in cl.scan_iter(count=2000):
+            scanned += 1
+            k = key.decode("utf-8", "surrogateescape")
+            if not k.startswith(base + ":"):
+                outside.append(k[:120])
+                continue
+            kind, _, name = k[len(base) + 1 :].partition(":")
+            if kind in PERMANENT:
+                continue
+            if cl.pttl(key) != -1:
+                continue
+            if kind in WITH_PROMISE:
+                state = cl.hget(Keys(prefix).promise(name), "state")
+                if state == b"pending" and cl.zscore(timeouts, name) is not None:
+                    if kind == "p":
+                        pending_promises += 1
+                    continue
+            no_expiry.append(k[:120])
+        dlq = int(cl.xlen(Keys.dead_letters(base, group)))
+        pend_ix = Keys.state_index(base, "pending")
+        still = [_s(x) for x in cl.zrange(pend_ix, 0, 4)]
+        return {
+            "stream_len": xlen,
+            "stream_pending": pending,
+            "keys": scanned,
+            "outside_prefix": len(outside),
+            "outside_examples": outside[:5],
+            "no_expiry": len(no_expiry),
+            "no_expiry_examples": no_expiry[:5],
+            "pending_promises": pending_promises,
+            "pending_after_drain": int(cl.zcard(pend_ix)),
+            "pending_examples": still,
+            "dead_letters": dlq,
+            "leaks": xlen + pending + len(outside) + len(no_expiry),
+        }
+    finally:
+        cl.close()
+
+
+def entry_present(url: str, prefix: str, eid: str, group: str = "chaos") -> bool:
+    cl = redis.Redis.from_url(url)
+    try:
+        return bool(cl.xrange(Keys.stream(Keys(prefix).base(0), group), eid, eid))
+    finally:
+        cl.close()
+
+
+def dead_letter_reasons(url: str, prefix: str, group: str = "chaos") -> dict[str, str]:
+    """Dead-lettered entry id -> reason."""
+    cl = redis.Redis.from_url(url)
+    try:
+        out: dict[str, str] = {}
+        rows: Any = cl.xrange(Keys.dead_letters(Keys(prefix).base(0), group), "-", "+")
+        for _, fields in rows:
+            out[_s(fields.get(b"eid", b""))] = _s(fields.get(b"reason", b""))
+        return out
+    finally:
+        cl.close()
