@@ -137,9 +137,7 @@ class Broker:
         if len(param) + len(param_headers) > self.settings.max_payload:
             raise PayloadTooLarge(f"params are over the {self.settings.max_payload}-byte limit")
         tags_json = _tags_json(tags)
-        timeout = self.settings.default_timeout_ms if timeout_ms is None else int(timeout_ms)
-        if timeout < 0:
-            raise BadInput("timeout must not be negative")
+        timeout = _timeout_ms(timeout_ms, self.settings.default_timeout_ms)
         args = [
             promise_id,
             param,
@@ -163,7 +161,7 @@ class Broker:
         value only. Results are in the order of ``items``.
         """
         check_group(group)
-        timeout = self.settings.default_timeout_ms if timeout_ms is None else int(timeout_ms)
+        timeout = _timeout_ms(timeout_ms, self.settings.default_timeout_ms)
         by_base: dict[str, list[int]] = {}
         for i, (pid, param) in enumerate(items):
             check_id(pid)
@@ -286,3 +284,20 @@ def _tags_json(tags: dict[str, str] | None) -> str:
         if not k or len(k) > 128 or len(v) > 1024 or "=" in k:
             raise BadInput(f"tag {k[:40]!r} is empty, too long, or contains '='")
     return json.dumps(tags, separators=(",", ":"), sort_keys=True)
+
+
+MAX_TIMEOUT_MS = 100 * 365 * 86_400_000  # a century: far below Lua's exact-integer range
+
+
+def _timeout_ms(value: object, default: int) -> int:
+    """``value`` (ms) as a checked int: :class:`BadInput` for non-integers, negatives, NaN,
+    infinities and anything over a century, so no bad deadline reaches a script."""
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BadInput(f"timeout must be a number of milliseconds, not {type(value).__name__}")
+    if value != value or value in (float("inf"), float("-inf")):
+        raise BadInput(f"timeout must be a finite number, not {value}")
+    if value < 0 or value > MAX_TIMEOUT_MS:
+        raise BadInput(f"timeout must be between 0 and {MAX_TIMEOUT_MS} ms, not {value}")
+    return int(value)

@@ -6,6 +6,7 @@ import functools
 import importlib
 import inspect
 import json
+import math
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -15,9 +16,23 @@ import click
 from broker.errors import BadInput, LbError
 from broker.settings import Settings
 
-__all__ = ["app_loader", "handle_errors", "parse_json", "redis_option", "settings_from"]
+__all__ = ["Seconds", "app_loader", "handle_errors", "parse_json", "redis_option", "settings_from"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Seconds(click.FloatRange):
+    """A float range that also refuses NaN (``click.FloatRange`` lets ``nan`` through, since
+    every comparison with it is false) and infinities."""
+
+    name = "seconds"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        out = super().convert(value, param, ctx)
+        if not math.isfinite(out):
+            self.fail(f"{value!r} is not a finite number of seconds", param, ctx)
+        return out
+
 
 redis_option = click.option(
     "--redis",

@@ -21,7 +21,7 @@ import click
 
 from broker.embedded import EmbeddedRedis
 from broker.errors import LbError
-from cli.common import handle_errors, settings_from
+from cli.common import Seconds, handle_errors, settings_from
 from sdk.resonate import Resonate
 
 __all__ = ["demo"]
@@ -38,7 +38,7 @@ def _pump(proc: subprocess.Popen[str], sink: list[str]) -> None:
 @click.option("--workers", default=3, show_default=True, type=click.IntRange(2, 16))
 @click.option("--calls", default=12, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--max-cost", default=8, show_default=True, type=click.IntRange(1, 60))
-@click.option("--ttl", default=5.0, show_default=True, type=click.FloatRange(0.5, 60))
+@click.option("--ttl", default=5.0, show_default=True, type=Seconds(0.5, 60))
 @click.option("--seed", default=None, type=int, help="Seed for the costs.")
 @click.option("--no-kill", is_flag=True, help="Do not kill a worker.")
 @handle_errors

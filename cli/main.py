@@ -20,6 +20,7 @@ from broker.errors import BadInput, LbError, UnknownFunction
 from broker.keys import check_func_name, check_group, check_id
 from broker.status import known_functions
 from cli.common import (
+    Seconds,
     app_loader,
     handle_errors,
     parse_json,
@@ -92,7 +93,7 @@ def _event_printer(kind: str, data: dict[str, Any]) -> None:
     "--ttl",
     default=5.0,
     show_default=True,
-    type=click.FloatRange(0.2, 3600),
+    type=Seconds(0.2, 3600),
     envvar="LB_TTL",
     help="Seconds without heartbeat before a task is taken over.",
 )
@@ -139,7 +140,7 @@ def worker(
 )
 @click.option(
     "--cost",
-    type=click.FloatRange(0, 86400),
+    type=Seconds(0, 86400),
     default=None,
     envvar="LB_COST",
     help="Demo cost in seconds (default random 1-10).",
@@ -149,7 +150,7 @@ def worker(
 @click.option("--wait", is_flag=True, envvar="LB_WAIT", help="Wait and print the value.")
 @click.option(
     "--timeout",
-    type=click.FloatRange(0.001),
+    type=Seconds(0.001),
     default=None,
     envvar="LB_TIMEOUT",
     help="Seconds to wait with --wait (the promise itself is untouched).",

@@ -11,7 +11,7 @@ import click
 
 from broker.client import Broker
 from broker.status import snapshot
-from cli.common import handle_errors, prefix_option, redis_option, settings_from
+from cli.common import Seconds, handle_errors, prefix_option, redis_option, settings_from
 
 __all__ = ["render", "status", "top"]
 
@@ -84,7 +84,7 @@ def render(snap: dict[str, Any]) -> Any:
 
 
 @click.command()
-@click.option("--interval", default=0.5, show_default=True, type=click.FloatRange(0.05, 60))
+@click.option("--interval", default=0.5, show_default=True, type=Seconds(0.05, 60))
 @redis_option
 @prefix_option
 @handle_errors

@@ -17,6 +17,7 @@ connections are bounded; a burst waits for room instead of failing.
 from __future__ import annotations
 
 import asyncio
+import math
 import signal
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -25,7 +26,7 @@ from typing import Any, TypeVar
 from broker.client import Broker
 from broker.codec import decode, encode
 from broker.embedded import EmbeddedRedis
-from broker.errors import PromiseRejected
+from broker.errors import BadInput, PromiseRejected
 from broker.keys import check_id
 from broker.records import Promise
 from broker.settings import Settings
@@ -60,11 +61,13 @@ class Handle:
 
     def result(self, timeout: float | None = None) -> Any:
         """Wait for the value; raises the function's error as :class:`PromiseRejected`."""
+        timeout = _check_timeout(timeout)
         if self._p is None:
             self._p = self._r._io.call(self._r._listener.wait(self.id, timeout))
         return value_of(self._p, self._r.settings.max_payload)
 
     async def aresult(self, timeout: float | None = None) -> Any:
+        timeout = _check_timeout(timeout)
         if self._p is None:
             self._p = await self._r._io.wrap(self._r._listener.wait(self.id, timeout))
         return value_of(self._p, self._r.settings.max_payload)
@@ -86,7 +89,7 @@ class Options:
     def __init__(self, resonate: Resonate, target: str | None, timeout: float | None):
         self._r = resonate
         self.group = parse_target(target) if target else resonate.group
-        self.timeout = timeout
+        self.timeout = _check_timeout(timeout)
 
     def begin_rpc(
         self, promise_id: str, func: str | Callable[..., Any], *args: Any, **kwargs: Any
@@ -333,3 +336,14 @@ def _attach(r: Resonate, f: Any, entry: Function) -> None:
         f.name = entry.name
     except (AttributeError, TypeError):
         pass  # builtins and some callables take no attributes; use resonate.rpc(name) then
+
+
+def _check_timeout(value: object) -> float | None:
+    """A per-call timeout in seconds: None, or a finite number >= 0 (else :class:`BadInput`)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BadInput(f"timeout must be a number of seconds, not {type(value).__name__}")
+    if not math.isfinite(value) or value < 0:
+        raise BadInput(f"timeout must be a finite number of seconds >= 0, not {value}")
+    return float(value)

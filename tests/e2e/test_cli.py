@@ -149,6 +149,10 @@ BAD_INPUTS = {
     "redis-down-status": ["status", "--json", "--redis", UNREACHABLE],
     "redis-down-cancel": ["cancel", "x", "--redis", UNREACHABLE],
     "redis-bad-scheme": ["get", "x", "--redis", "http://127.0.0.1:1"],
+    # click.FloatRange lets "nan" through (every comparison with NaN is false): found by chaos
+    "timeout-nan": ["invoke", "--func", "echo", "--args", "[1]", "--wait", "--timeout", "nan"],
+    "timeout-inf": ["invoke", "--func", "echo", "--args", "[1]", "--wait", "--timeout", "inf"],
+    "cost-nan": ["invoke", "--cost", "nan"],
 }
 
 

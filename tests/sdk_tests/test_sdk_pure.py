@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import pytest
 
+from broker.client import _timeout_ms
 from broker.codec import encode
 from broker.errors import BadInput, BadTarget
 from sdk.encoding import Call, decode_error, encode_error
+from sdk.resonate import _check_timeout
 from sdk.retry import Constant, Exponential, Never
 from sdk.target import parse_target
 
@@ -104,3 +106,20 @@ def test_app_loader_errors() -> None:
     for spec in ("nocolon", "no_such_module_xyz:attr", "json:no_such_attr"):
         with pytest.raises(BadInput):
             app_loader(spec)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf"), -1.0, "5", True])
+def test_bad_call_timeouts_are_bad_input(bad: object) -> None:
+    """Regression (found by the chaos corpus): a NaN or infinite timeout escaped as an untyped
+    ValueError / OverflowError from int(). Both layers now refuse it with BadInput."""
+    with pytest.raises(BadInput):
+        _check_timeout(bad)
+    with pytest.raises(BadInput):
+        _timeout_ms(bad, 0)
+
+
+def test_good_call_timeouts() -> None:
+    assert _check_timeout(None) is None and _check_timeout(2) == 2.0
+    assert _timeout_ms(None, 7) == 7 and _timeout_ms(1500.7, 0) == 1500
+    with pytest.raises(BadInput):
+        _timeout_ms(10**15, 0)
