@@ -228,7 +228,11 @@ class Worker:
                 return
             self._takeover_due = False
             dead = await self.queue.dead_consumers()
-            held, dead_ids = await self.queue.takeover(self.settings.ttl_ms, self.free, dead)
+            asked = self.free
+            held, dead_ids = await self.queue.takeover(self.settings.ttl_ms, asked, dead)
+            # Every free slot went to orphaned work: there may be more, so the next slot that
+            # frees runs another pass before reading new work (orphans drain first).
+            self._takeover_due = len(held) + len(dead_ids) >= asked
             for tid in dead_ids:
                 self._emit("dead-letter", id=tid)
             for c in held:

@@ -26,12 +26,20 @@ for i = 9, #ARGV do
     end
   end
 end
+-- XAUTOCLAIM scans at most 10 x COUNT pending entries per call; with COUNT 1 (one free slot, the
+-- usual case under load) a silent holder's entries behind a long pending list of live ones
+-- would take one pass per 10 entries to reach. So scan on, in this same atomic step, until the
+-- free slots are filled, the cursor wraps, or MAX_SCANS calls were made.
+local MAX_SCANS = 16
 local next_cursor = cursor
-if count - #claimed > 0 then
-  local r = redis.call('XAUTOCLAIM', q, CG, pid, min_idle, cursor, 'COUNT', count - #claimed,
-                      'JUSTID')
+local scans = 0
+while count - #claimed > 0 and scans < MAX_SCANS do
+  local r = redis.call('XAUTOCLAIM', q, CG, pid, min_idle, next_cursor, 'COUNT',
+                      count - #claimed, 'JUSTID')
   next_cursor = r[1]
   for _, id in ipairs(r[2]) do table.insert(claimed, id) end
+  scans = scans + 1
+  if next_cursor == '0-0' then break end
 end
 local out = {next_cursor}
 for _, eid in ipairs(claimed) do

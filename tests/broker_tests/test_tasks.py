@@ -259,6 +259,37 @@ def test_stale_and_fresh_fulfill_in_one_batch(redis_url: str, prefix: str) -> No
     asyncio.run(scenario())
 
 
+def test_one_slot_takeover_reaches_a_silent_entry_behind_many_live_ones(
+    redis_url: str, prefix: str
+) -> None:
+    """Regression (chaos seed 7: a SIGSTOPped worker's tasks were not taken over during a
+    3.5 s stall while the group was saturated). Live worker A holds 40 fresh entries; silent S
+    holds one entry queued after them. With one free slot, B's single takeover pass must take
+    S's entry: XAUTOCLAIM COUNT 1 scans only ~10 pending entries per call, so the script scans
+    on within the same step instead of leaving it to later passes."""
+
+    async def scenario() -> None:
+        b = make_broker(redis_url, prefix)
+        a, s, bq = TaskQueue(b, GROUP, "A"), TaskQueue(b, GROUP, "S"), TaskQueue(b, GROUP, "B")
+        try:
+            for i in range(40):
+                await b.create(f"live{i}", group=GROUP)
+            live, _ = await claim(a, 40)
+            assert len(live) == 40
+            await b.create("orphan", group=GROUP)
+            orphan = await claim_one(s)
+            await wait_idle(b, orphan.entry_id, 300)
+            # A is alive: its heartbeat resets the idle time of everything it holds.
+            await b.redis.xclaim(stream(b), "lb", "A", 0, [h.entry_id for h in live], justid=True)
+            held, dead = await bq.takeover(min_idle_ms=300, count=1)
+            assert dead == [] and [h.task_id for h in held] == ["orphan"]
+            assert held[0].previous_holder == "S" and held[0].version == "2"
+        finally:
+            await shutdown(a, s, bq, b)
+
+    asyncio.run(scenario())
+
+
 def test_takeover_before_min_idle_gets_nothing(redis_url: str, prefix: str) -> None:
     """Right after A acquires, B's takeover with min idle 300 ms gets nothing and A still holds
     the task at version 1 (control: once idle long enough, the same call takes it)."""
