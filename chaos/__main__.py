@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m chaos", description=__doc__)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--duration", type=float, default=60.0, help="seconds of load")
-    ap.add_argument("--short", action="store_true", help="a subset of the faults, ~60/s")
+    ap.add_argument("--short", action="store_true", help="a subset of the faults, 100/s")
     ap.add_argument("--workers", type=int, default=3, choices=range(2, 9), metavar="2..8")
     ap.add_argument("--rate", type=float, default=None, help="invocations per second")
     ap.add_argument("--json", dest="json_path", default=None, help="write the results here")
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         "--sabotage", action="store_true", help="self-test: corrupt results on purpose (exit 1)"
     )
     a = ap.parse_args(argv)
-    rate = a.rate if a.rate is not None else (60.0 if a.short else 150.0)
+    rate = a.rate if a.rate is not None else (100.0 if a.short else 150.0)
     if rate <= 0 or a.duration <= 0:
         ap.error("--rate and --duration must be positive")
     opts = Options(
