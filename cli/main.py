@@ -71,6 +71,7 @@ def _event_printer(kind: str, data: dict[str, Any]) -> None:
         "refused",
         "released",
         "redis-down",
+        "redis-wait",
         "retry",
         "suspended",
         "error",

@@ -17,11 +17,13 @@ from typing import Any
 import msgpack
 
 from broker.client import Broker, make_redis, translate_errors
-from broker.errors import LbError, Timeout
+from broker.errors import LbError, RedisUnavailable, Timeout
 from broker.keys import Keys
 from broker.records import Promise
 
-__all__ = ["Listener"]
+__all__ = ["READ_PATIENCE_S", "Listener"]
+
+READ_PATIENCE_S = 15.0  # how long a wait's first read rides out a Redis outage
 
 
 class Listener:
@@ -56,15 +58,36 @@ class Listener:
                 fut.set_result(p)
 
     async def wait(self, promise_id: str, timeout: float | None = None) -> Promise:
-        """The settled promise; raises :class:`Timeout` after ``timeout`` s (promise untouched)."""
+        """The settled promise; raises :class:`Timeout` after ``timeout`` s (promise untouched).
+
+        A Redis outage (or the stale pooled connection a restart leaves behind) is ridden out
+        for up to ``READ_PATIENCE_S`` or the timeout, whichever is first; past that the wait
+        raises :class:`RedisUnavailable`. Once registered, the wait survives outages of any
+        length (the inbox loop reconnects and re-checks by GET)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         fut = self.expect(promise_id)
         try:
-            p = await self.broker.get(promise_id, listener=self.client_id)
+            p = await self._read(promise_id, deadline)
             if p.settled:
                 return p
-            return await self.until(promise_id, fut, timeout)
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            return await self.until(promise_id, fut, left)
         finally:
             self.forget(promise_id, fut)
+
+    async def _read(self, promise_id: str, deadline: float | None) -> Promise:
+        """GET + listener registration, retried through an outage (the read is idempotent)."""
+        since = time.monotonic()
+        delay = 0.05
+        while True:
+            try:
+                return await self.broker.get(promise_id, listener=self.client_id)
+            except RedisUnavailable:
+                now = time.monotonic()
+                if now - since > READ_PATIENCE_S or (deadline is not None and now >= deadline):
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(1.0, delay * 2)
 
     async def until(
         self, promise_id: str, fut: asyncio.Future[Promise], timeout: float | None

@@ -42,6 +42,10 @@ __all__ = ["Worker", "worker_name"]
 
 log = logging.getLogger("lb.worker")
 
+# How long a running execution waits out a Redis outage (retrying its steps and its completion)
+# before it is abandoned to the takeover path.
+OUTAGE_PATIENCE_S = 30.0
+
 
 def worker_name() -> str:
     return f"{socket.gethostname()[:20]}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
@@ -305,6 +309,7 @@ class Worker:
         func = self.registry.get(ex.call.func)
         self._emit("start", id=ex.id, func=ex.call.func, attempt=ex.claimed.attempts)
         retries = 0
+        outage = 0.0
         try:
             while True:
                 try:
@@ -320,6 +325,18 @@ class Worker:
                         self._emit("lost", id=ex.id)
                     return
                 except Exception as exc:
+                    if _redis_down(exc) and not ex.lost:
+                        # A durable step could not reach Redis: not the function's failure, so
+                        # its retry budget is untouched and its promise is not rejected. Re-run
+                        # from the top once Redis answers (settled steps replay); if the task
+                        # was taken over meanwhile, the heartbeat marks it lost and we stop.
+                        outage = outage or time.monotonic()
+                        if time.monotonic() - outage > OUTAGE_PATIENCE_S:
+                            self._emit("error", id=ex.id, error=f"abandoned: {exc}")
+                            return
+                        self._emit("redis-wait", id=ex.id, error=str(exc))
+                        await asyncio.sleep(_backoff(time.monotonic() - outage))
+                        continue
                     retries += 1
                     delay = func.retry.delay(retries)
                     if delay is None or ex.lost:
@@ -347,12 +364,42 @@ class Worker:
             self._end(ex)
 
     async def _settle(self, ex: Execution, state: str, data: bytes) -> None:
-        if ex.lost:
-            self._emit("fenced", id=ex.id)
-            return
-        await self.queue.fulfill(ex.fence, state, data)
+        """Fulfill, retrying through a Redis outage of up to OUTAGE_PATIENCE_S (so a finished
+        function is not run again for want of one write). A retry after a fulfill whose reply
+        was lost gets FENCED (the task is already fulfilled): reported as fenced, and safe."""
+        since = time.monotonic()
+        while True:
+            if ex.lost:
+                self._emit("fenced", id=ex.id)
+                return
+            try:
+                await self.queue.fulfill(ex.fence, state, data)
+                break
+            except RedisUnavailable as exc:
+                if time.monotonic() - since > OUTAGE_PATIENCE_S:
+                    raise
+                self._emit("redis-wait", id=ex.id, error=str(exc))
+                await asyncio.sleep(_backoff(time.monotonic() - since))
         self.completed += 1
         self._emit("done", id=ex.id, state=state, attempt=ex.claimed.attempts)
+
+
+def _redis_down(exc: BaseException) -> bool:
+    """True when ``exc``, or an exception it was raised from, is lb's RedisUnavailable (user
+    code that wraps a failed step in its own exception still counts as an outage)."""
+    e: BaseException | None = exc
+    for _ in range(8):
+        if e is None:
+            return False
+        if isinstance(e, RedisUnavailable):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def _backoff(waited: float) -> float:
+    """0.1 s, doubling with the time already waited, at most 2 s; jittered."""
+    return min(2.0, max(0.1, waited)) * random.uniform(0.8, 1.2)
 
 
 def _set_result(fut: asyncio.Future[Any], value: Any) -> None:

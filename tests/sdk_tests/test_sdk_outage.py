@@ -1,0 +1,83 @@
+"""A Redis outage under a running function, on a redis-server of the test's own (killed with -9
+and restarted on the same port and AOF directory), with an in-process worker."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from broker import EmbeddedRedis
+from sdk import Context, Never, Resonate
+
+
+@pytest.fixture
+def own_redis() -> Iterator[EmbeddedRedis]:
+    """A redis-server of this test only (the session one must not be killed)."""
+    server = EmbeddedRedis(appendfsync="always").start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+def _until(pred: Any, timeout: float = 20.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def test_redis_killed_between_two_steps_neither_rejects_nor_repeats_a_step(
+    own_redis: EmbeddedRedis,
+) -> None:
+    """Regression (chaos seed 11, 2 of 45,000 `chain` invocations rejected with
+    "RedisUnavailable"): a function's second ctx.run step met a dead Redis, and the worker
+    took that for the function failing, spent its retries and rejected the promise.
+
+    Now: step "a" settles, Redis is killed, the function reaches step "b" (which fails to
+    reach Redis) with retry=Never; once Redis is back the worker re-runs the function from
+    the top, step "a" replays from its checkpoint, "b" runs, and the promise resolves."""
+    calls: list[str] = []
+    events: list[str] = []
+    gate = threading.Event()
+    lock = threading.Lock()
+
+    def step(tag: str) -> str:
+        with lock:
+            calls.append(tag)
+        return tag
+
+    def two_steps(ctx: Context) -> list[str]:
+        a = ctx.run(step, "a")
+        gate.wait(30)
+        b = ctx.run(step, "b")
+        return [a, b]
+
+    r = Resonate.remote(
+        own_redis.url,
+        group="g",
+        prefix="o" + uuid.uuid4().hex[:8],
+        ttl=5.0,
+        concurrency=2,
+        on_event=lambda kind, data: events.append(kind),
+    )
+    try:
+        r.register(two_steps, retry=Never())
+        r.start()
+        h = r.begin_rpc("job", "two_steps")
+        _until(lambda: calls == ["a"], what="step a")
+        own_redis.kill()
+        gate.set()
+        _until(lambda: "redis-wait" in events, what="the worker to meet the outage")
+        own_redis.start()
+        assert h.result(timeout=30) == ["a", "b"]
+        assert calls == ["a", "b"], "a settled checkpoint ran again, or b ran twice"
+        assert "retry" not in events, "the outage was spent from the function's retry budget"
+    finally:
+        r.stop()
