@@ -15,7 +15,8 @@ import sys
 import tempfile
 from typing import Any
 
-from broker.embedded import EmbeddedRedis
+from bench.peers.infra import PEERS
+from broker.embedded import EmbeddedRedis, find_redis_server
 
 ROWS = [
     ("enqueue_per_s", "enqueue /s", True),
@@ -72,6 +73,22 @@ def _fmt(v: Any) -> str:
     return "-" if v is None else str(v)
 
 
+def pick_server() -> str:
+    """$LB_REDIS_SERVER if set; else a system redis-server of version 7 or later (streaq needs
+    Redis 7 FUNCTIONs); else whatever lb's embedded lookup finds."""
+    if os.environ.get("LB_REDIS_SERVER"):
+        return find_redis_server()
+    for path in ("/usr/local/bin/redis-server", "/usr/bin/redis-server"):
+        if os.access(path, os.X_OK) and _major(EmbeddedRedis(binary=path).version()) >= 7:
+            return path
+    return find_redis_server()
+
+
+def _major(version: str) -> int:
+    head = version.split(".")[0]
+    return int(head) if head.isdigit() else 0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--size", type=int, default=20000)
@@ -80,10 +97,24 @@ def main() -> None:
     ap.add_argument("--skip-peers", action="store_true")
     ap.add_argument("--skip-recovery", action="store_true")
     ap.add_argument("--out", default="bench/last_run.json")
+    ap.add_argument(
+        "--redis-server",
+        default=None,
+        help="redis-server binary (default: a system Redis 7 when installed, else the embedded)",
+    )
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="lb-bench-")
     lb_json, peers_json = os.path.join(tmp, "lb.json"), os.path.join(tmp, "peers.json")
-    with EmbeddedRedis(appendfsync="everysec") as server:
+    server = EmbeddedRedis(appendfsync="everysec", binary=a.redis_server or pick_server())
+    peer_list = a.peers.split(",") if a.peers else list(PEERS)
+    skipped: dict[str, str] = {}
+    if _major(server.version()) < 7 and "streaq" in peer_list:
+        peer_list.remove("streaq")
+        skipped["streaq"] = (
+            f"skipped: streaq 7 loads Redis FUNCTIONs, Redis {server.version()} has none "
+            "(install redis-server 7 or pass --redis-server)"
+        )
+    with server:
         cmd = [
             sys.executable,
             "-m",
@@ -114,10 +145,11 @@ def main() -> None:
                 "--json",
                 peers_json,
             ]
-            if a.peers:
-                cmd += ["--peers", a.peers]
+            cmd += ["--peers", ",".join(peer_list)]
             run(cmd)
     lb, peers = load(lb_json), load(peers_json)
+    for name, why in skipped.items():
+        peers[name] = {"error": why}
     print(table(lb, peers))
     with open(a.out, "w") as f:
         json.dump({"lb": lb, "peers": peers}, f, indent=2)

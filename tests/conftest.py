@@ -33,6 +33,17 @@ def redis_server() -> Iterator[EmbeddedRedis]:
 
 
 @pytest.fixture
+def own_redis() -> Iterator[EmbeddedRedis]:
+    """A redis-server of one test only, AOF ``always`` (the session one must never be killed):
+    for tests that kill -9 and restart Redis on the same port and directory."""
+    server = EmbeddedRedis(appendfsync="always").start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
 def redis_url(redis_server: EmbeddedRedis) -> str:
     return redis_server.url
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import pytest
@@ -14,16 +14,6 @@ from broker_helpers import GROUP, claim, claim_one, make_broker, shutdown, strea
 from broker import EmbeddedRedis, RedisUnavailable, TaskQueue
 
 T = TypeVar("T")
-
-
-@pytest.fixture
-def own_redis() -> Iterator[EmbeddedRedis]:
-    """A redis-server of this test only (the session one must not be killed)."""
-    server = EmbeddedRedis(appendfsync="always").start()
-    try:
-        yield server
-    finally:
-        server.cleanup()
 
 
 async def _first_call(call: Callable[[], Awaitable[T]], retried: list[str]) -> T:

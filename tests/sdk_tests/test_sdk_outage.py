@@ -6,23 +6,10 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 from broker import EmbeddedRedis
 from sdk import Context, Never, Resonate
-
-
-@pytest.fixture
-def own_redis() -> Iterator[EmbeddedRedis]:
-    """A redis-server of this test only (the session one must not be killed)."""
-    server = EmbeddedRedis(appendfsync="always").start()
-    try:
-        yield server
-    finally:
-        server.cleanup()
 
 
 def _until(pred: Any, timeout: float = 20.0, what: str = "") -> None:
