@@ -45,6 +45,7 @@ log = logging.getLogger("lb.worker")
 # How long a running execution waits out a Redis outage (retrying its steps and its completion)
 # before it is abandoned to the takeover path.
 OUTAGE_PATIENCE_S = 30.0
+OUTAGE_GAP_S = 5.0  # failures further apart than this are separate outages
 
 
 def worker_name() -> str:
@@ -309,7 +310,7 @@ class Worker:
         func = self.registry.get(ex.call.func)
         self._emit("start", id=ex.id, func=ex.call.func, attempt=ex.claimed.attempts)
         retries = 0
-        outage = 0.0
+        outage = outage_seen = -OUTAGE_GAP_S
         try:
             while True:
                 try:
@@ -330,12 +331,18 @@ class Worker:
                         # its retry budget is untouched and its promise is not rejected. Re-run
                         # from the top once Redis answers (settled steps replay); if the task
                         # was taken over meanwhile, the heartbeat marks it lost and we stop.
-                        outage = outage or time.monotonic()
-                        if time.monotonic() - outage > OUTAGE_PATIENCE_S:
+                        now = time.monotonic()
+                        if now - outage_seen > OUTAGE_GAP_S:
+                            outage = now  # a new outage, not the tail of the last one
+                        outage_seen = now
+                        if now - outage > OUTAGE_PATIENCE_S:
                             self._emit("error", id=ex.id, error=f"abandoned: {exc}")
                             return
                         self._emit("redis-wait", id=ex.id, error=str(exc))
-                        await asyncio.sleep(_backoff(time.monotonic() - outage))
+                        await asyncio.sleep(_backoff(now - outage))
+                        if ex.lost:  # taken over while we waited: never run it again here
+                            self._emit("lost", id=ex.id)
+                            return
                         continue
                     retries += 1
                     delay = func.retry.delay(retries)
