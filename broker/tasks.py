@@ -14,6 +14,7 @@ Guarantees (each is one Lua script, so one atomic step and one round trip):
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import Any, cast
 
@@ -45,7 +46,7 @@ class TaskQueue:
         # Blocking reads get their own connection so they never starve the pool.
         self.blocking: aioredis.Redis = make_redis(broker.settings, 2, broker.client_name)
         self._cursors = dict.fromkeys(self.bases, "0-0")
-        self._suspect: set[str] = set()
+        self._suspect: dict[str, float] = {}  # consumer -> when first seen gone (monotonic)
 
     async def close(self) -> None:
         await self.blocking.aclose(close_connection_pool=True)
@@ -148,6 +149,18 @@ class TaskQueue:
         )
         return _s(res)
 
+    async def holds(self, base: str, fence: Fence) -> bool:
+        """True when ``fence`` still holds its task (and its entry's idle time is reset, as a
+        heartbeat would). Used before re-running an execution that waited out an outage,
+        since the heartbeat thread may not have reported a takeover yet."""
+        info_ttl = max(3 * self.broker.settings.ttl_ms, 3000)
+        lost = await self.broker.script(
+            "heartbeat",
+            [Keys.stream(base, self.group)],
+            [self.pid, self.group, info_ttl, fence.task_id, fence.version],
+        )
+        return not lost
+
     async def takeover(
         self, min_idle_ms: int, count: int, dead: Iterable[str] = ()
     ) -> tuple[list[Claimed], list[str]]:
@@ -177,9 +190,9 @@ class TaskQueue:
     async def dead_consumers(self) -> list[str]:
         """Consumers with pending entries whose Redis connections are all gone.
 
-        A consumer must be seen gone on two consecutive calls (so a reconnect in progress is
-        not taken for a death). Safe either way: a wrong guess costs a takeover, never a
-        double settle, because the old holder is fenced.
+        A consumer must be seen gone on calls at least ttl/5 apart (so a reconnect in
+        progress, e.g. after a Redis restart, is not taken for a death). Safe either way: a
+        wrong guess costs a takeover, never a double settle, because the old holder is fenced.
         """
         async with translate_errors():
             clients = await self.broker.redis.client_list()
@@ -196,9 +209,12 @@ class TaskQueue:
                     name = _s(c.get("name", b""))
                     if int(c.get("pending", 0)) > 0 and name != self.pid and name not in names:
                         gone.add(name)
-        confirmed = sorted(gone & self._suspect)
-        self._suspect = gone
-        return confirmed
+        # Seen gone on two calls at least ttl/5 apart: passes may now run back to back, and
+        # a worker reconnecting after a Redis restart must not be taken for dead.
+        now = time.monotonic()
+        self._suspect = {n: self._suspect.get(n, now) for n in gone}
+        gap = self.broker.settings.ttl_ms / 5000.0
+        return sorted(n for n, first in self._suspect.items() if now - first >= gap)
 
     async def sweep(self, lease_ms: int, limit: int = 500) -> int:
         """Run the sweeper on every shard; returns ms until the next known deadline (or -1)."""

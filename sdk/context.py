@@ -23,8 +23,9 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from broker.codec import decode, encode
-from broker.errors import BadInput, Fenced, PromiseRejected
+from broker.errors import BadInput, Fenced, PromiseRejected, RedisUnavailable
 from broker.records import Claimed, Fence, Promise
+from sdk.durations import seconds_to_ms
 from sdk.encoding import Call, decode_error, encode_error
 from sdk.target import parse_target
 
@@ -154,14 +155,17 @@ class AsyncContext:
         param = Call(func, list(args), kwargs, parent=self.id).encode(self._w.settings.max_payload)
         extra: dict[str, Any] = {"param": param, "group": group}
         if timeout is not None:
-            extra["timeout_ms"] = int(timeout * 1000)
+            extra["timeout_ms"] = seconds_to_ms(timeout)
         return await self._open(cid, **extra)
 
     async def _sleep_open(self, seconds: float) -> float | None:
         """Create the timer; seconds left to wait here, or None when it already fired."""
         cid = self._ex.child_id()
         p = await self._open(
-            cid, timeout_ms=int(seconds * 1000), timer=True, tags={"resonate:timer": "true"}
+            cid,
+            timeout_ms=seconds_to_ms(seconds, "sleep"),
+            timer=True,
+            tags={"resonate:timer": "true"},
         )
         if p.settled:
             return None
@@ -185,8 +189,8 @@ class AsyncContext:
             result = fn(*args, **kwargs)
             if inspect.isawaitable(result):
                 result = await result
-        except (Suspend, Lost):
-            raise
+        except (Suspend, Lost, RedisUnavailable):
+            raise  # an outage is not the step's failure: leave the step open for the re-run
         except Exception as exc:
             await self._close(cid, False, exc)
             raise
@@ -226,7 +230,7 @@ class AsyncContext:
         Wait for it with ``await ctx.wait(id)``.
         """
         cid = self._ex.child_id()
-        kw: dict[str, Any] = {} if timeout is None else {"timeout_ms": int(timeout * 1000)}
+        kw: dict[str, Any] = {} if timeout is None else {"timeout_ms": seconds_to_ms(timeout)}
         await self._open(cid, **kw)
         return cid
 
@@ -262,8 +266,8 @@ class Context:
             return a._value(p)
         try:
             result = fn(*args, **kwargs)
-        except (Suspend, Lost):
-            raise
+        except (Suspend, Lost, RedisUnavailable):
+            raise  # an outage is not the step's failure: leave the step open for the re-run
         except Exception as exc:
             self._io.call(a._close(cid, False, exc))
             raise

@@ -86,7 +86,7 @@ class Listener:
                 now = time.monotonic()
                 if now - since > READ_PATIENCE_S or (deadline is not None and now >= deadline):
                     raise
-                await asyncio.sleep(delay)
+                await asyncio.sleep(delay if deadline is None else min(delay, deadline - now))
                 delay = min(1.0, delay * 2)
 
     async def until(

@@ -17,7 +17,6 @@ connections are bounded; a burst waits for room instead of failing.
 from __future__ import annotations
 
 import asyncio
-import math
 import signal
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -26,10 +25,11 @@ from typing import Any, TypeVar
 from broker.client import Broker
 from broker.codec import decode, encode
 from broker.embedded import EmbeddedRedis
-from broker.errors import BadInput, PromiseRejected
+from broker.errors import PromiseRejected
 from broker.keys import check_id
 from broker.records import Promise
 from broker.settings import Settings
+from sdk.durations import check_seconds, seconds_to_ms
 from sdk.encoding import Call, decode_error
 from sdk.listener import Listener
 from sdk.loop import IoLoop
@@ -61,13 +61,13 @@ class Handle:
 
     def result(self, timeout: float | None = None) -> Any:
         """Wait for the value; raises the function's error as :class:`PromiseRejected`."""
-        timeout = _check_timeout(timeout)
+        timeout = check_seconds(timeout)
         if self._p is None:
             self._p = self._r._io.call(self._r._listener.wait(self.id, timeout))
         return value_of(self._p, self._r.settings.max_payload)
 
     async def aresult(self, timeout: float | None = None) -> Any:
-        timeout = _check_timeout(timeout)
+        timeout = check_seconds(timeout)
         if self._p is None:
             self._p = await self._r._io.wrap(self._r._listener.wait(self.id, timeout))
         return value_of(self._p, self._r.settings.max_payload)
@@ -89,7 +89,7 @@ class Options:
     def __init__(self, resonate: Resonate, target: str | None, timeout: float | None):
         self._r = resonate
         self.group = parse_target(target) if target else resonate.group
-        self.timeout = _check_timeout(timeout)
+        self.timeout = check_seconds(timeout)
 
     def begin_rpc(
         self, promise_id: str, func: str | Callable[..., Any], *args: Any, **kwargs: Any
@@ -118,7 +118,7 @@ class Options:
         name = func if isinstance(func, str) else getattr(func, "name", func.__name__)
         limit = r.settings.max_payload
         items = [(check_id(pid), Call(name, list(args)).encode(limit)) for pid, args in calls]
-        timeout_ms = None if self.timeout is None else int(self.timeout * 1000)
+        timeout_ms = None if self.timeout is None else seconds_to_ms(self.timeout)
         async with r._inflight:
             created = await r._broker.create_many(self.group, items, timeout_ms)
         return [Handle(r, p.id, p) for _, p in created]
@@ -164,7 +164,7 @@ class Options:
         check_id(promise_id)
         name = func if isinstance(func, str) else getattr(func, "name", func.__name__)
         param = Call(name, list(args), kwargs).encode(r.settings.max_payload)
-        timeout_ms = None if self.timeout is None else int(self.timeout * 1000)
+        timeout_ms = None if self.timeout is None else seconds_to_ms(self.timeout)
         fut = r._listener.expect(promise_id) if wait else None
         try:
             async with r._inflight:
@@ -336,14 +336,3 @@ def _attach(r: Resonate, f: Any, entry: Function) -> None:
         f.name = entry.name
     except (AttributeError, TypeError):
         pass  # builtins and some callables take no attributes; use resonate.rpc(name) then
-
-
-def _check_timeout(value: object) -> float | None:
-    """A per-call timeout in seconds: None, or a finite number >= 0 (else :class:`BadInput`)."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise BadInput(f"timeout must be a number of seconds, not {type(value).__name__}")
-    if not math.isfinite(value) or value < 0:
-        raise BadInput(f"timeout must be a finite number of seconds >= 0, not {value}")
-    return float(value)

@@ -45,7 +45,6 @@ log = logging.getLogger("lb.worker")
 # How long a running execution waits out a Redis outage (retrying its steps and its completion)
 # before it is abandoned to the takeover path.
 OUTAGE_PATIENCE_S = 30.0
-OUTAGE_GAP_S = 5.0  # failures further apart than this are separate outages
 
 
 def worker_name() -> str:
@@ -82,6 +81,7 @@ class Worker:
         self._loops: list[asyncio.Task[None]] = []
         self._offset_ms = 0
         self._takeover_due = False
+        self.redis_ok_at = 0.0  # monotonic time of the last sweep Redis answered
         self._takeover_lock = asyncio.Lock()
         self.heartbeat: Heartbeat | None = None
         self.completed = 0
@@ -237,7 +237,7 @@ class Worker:
             held, dead_ids = await self.queue.takeover(self.settings.ttl_ms, asked, dead)
             # Every free slot went to orphaned work: there may be more, so the next slot that
             # frees runs another pass before reading new work (orphans drain first).
-            self._takeover_due = len(held) + len(dead_ids) >= asked
+            self._takeover_due = self._takeover_due or len(held) + len(dead_ids) >= asked
             for tid in dead_ids:
                 self._emit("dead-letter", id=tid)
             for c in held:
@@ -249,6 +249,7 @@ class Worker:
         while not self._stopping:
             try:
                 nxt = await self.queue.sweep(lease_ms)
+                self.redis_ok_at = time.monotonic()  # outages are timed from this (~100 ms)
                 # The lease holder sleeps until the next deadline (at most 100 ms); others
                 # check back well within the lease.
                 wait = 0.1 if nxt < 0 else min(0.1, max(0.005, nxt / 1000.0))
@@ -310,7 +311,7 @@ class Worker:
         func = self.registry.get(ex.call.func)
         self._emit("start", id=ex.id, func=ex.call.func, attempt=ex.claimed.attempts)
         retries = 0
-        outage = outage_seen = -OUTAGE_GAP_S
+        outage = outage_seen = time.monotonic()
         try:
             while True:
                 try:
@@ -332,16 +333,16 @@ class Worker:
                         # from the top once Redis answers (settled steps replay); if the task
                         # was taken over meanwhile, the heartbeat marks it lost and we stop.
                         now = time.monotonic()
-                        if now - outage_seen > OUTAGE_GAP_S:
-                            outage = now  # a new outage, not the tail of the last one
+                        if self.redis_ok_at > outage_seen:
+                            outage = now  # Redis answered since the last failure: a new outage
                         outage_seen = now
                         if now - outage > OUTAGE_PATIENCE_S:
                             self._emit("error", id=ex.id, error=f"abandoned: {exc}")
                             return
                         self._emit("redis-wait", id=ex.id, error=str(exc))
                         await asyncio.sleep(_backoff(now - outage))
-                        if ex.lost:  # taken over while we waited: never run it again here
-                            self._emit("lost", id=ex.id)
+                        if not await self._still_held(ex):
+                            self._emit("lost", id=ex.id)  # taken over meanwhile: never re-run
                             return
                         continue
                     retries += 1
@@ -369,6 +370,20 @@ class Worker:
             self._emit("error", id=ex.id, error=str(exc))
         finally:
             self._end(ex)
+
+    async def _still_held(self, ex: Execution) -> bool:
+        """Ask Redis (not the heartbeat thread, which may not have caught up after an outage)
+        whether this execution still holds its task; False, and ``ex`` marked lost, if not.
+        While Redis is still unreachable the answer is True: the next step will fail again."""
+        if ex.lost:
+            return False
+        try:
+            held = await self.queue.holds(ex.claimed.base, ex.fence)
+        except RedisUnavailable:
+            return True
+        if not held:
+            ex.lost = True
+        return held
 
     async def _settle(self, ex: Execution, state: str, data: bytes) -> None:
         """Fulfill, retrying through a Redis outage of up to OUTAGE_PATIENCE_S (so a finished
@@ -400,7 +415,8 @@ def _redis_down(exc: BaseException) -> bool:
             return False
         if isinstance(e, RedisUnavailable):
             return True
-        e = e.__cause__ or e.__context__
+        # ``raise X from None`` means the code chose to hide the cause: respect that.
+        e = e.__cause__ or (None if e.__suppress_context__ else e.__context__)
     return False
 
 

@@ -290,6 +290,31 @@ def test_one_slot_takeover_reaches_a_silent_entry_behind_many_live_ones(
     asyncio.run(scenario())
 
 
+def test_holds_answers_for_one_execution_after_a_takeover(redis_url: str, prefix: str) -> None:
+    """holds() is what a worker asks before re-running an execution that waited out a Redis
+    outage (its heartbeat thread may not have caught up): after B took the task over, A's
+    fence is no longer held and B's is; a fulfilled task is held by nobody."""
+
+    async def scenario() -> None:
+        b = make_broker(redis_url, prefix)
+        a, bq = TaskQueue(b, GROUP, "A"), TaskQueue(b, GROUP, "B")
+        try:
+            await b.create("job", group=GROUP)
+            ca = await claim_one(a)
+            base = base0(b)
+            assert await a.holds(base, ca.fence("A"))
+            await wait_idle(b, ca.entry_id, 200)
+            (cb,), _ = await bq.takeover(min_idle_ms=200, count=1)
+            assert not await a.holds(base, ca.fence("A"))
+            assert await bq.holds(base, cb.fence("B"))
+            await bq.fulfill(cb.fence("B"), "resolved", b"v")
+            assert not await bq.holds(base, cb.fence("B"))
+        finally:
+            await shutdown(a, bq, b)
+
+    asyncio.run(scenario())
+
+
 def test_takeover_before_min_idle_gets_nothing(redis_url: str, prefix: str) -> None:
     """Right after A acquires, B's takeover with min idle 300 ms gets nothing and A still holds
     the task at version 1 (control: once idle long enough, the same call takes it)."""
@@ -629,13 +654,15 @@ def test_dead_consumer_detected_on_second_call_and_taken_at_once(
     redis_url: str, prefix: str
 ) -> None:
     """Worker 'wdead' acquires a task and then all its connections close. dead_consumers()
-    reports it only on the second consecutive call (a live worker holding a task never), and
-    takeover with a 60 s min idle but dead=['wdead'] takes its task at once (version 2)."""
+    reports it only once it was seen gone on calls at least ttl/5 apart - not on a second call
+    made at once (passes can run back to back; a reconnect must not look like a death) - and
+    a live worker holding a task never; takeover with a 60 s min idle but dead=['wdead'] takes
+    its task at once (version 2)."""
 
     async def scenario() -> None:
         bd = make_broker(redis_url, prefix, client_name="wdead")
         bl = make_broker(redis_url, prefix, client_name="walive")
-        bo = make_broker(redis_url, prefix, client_name="obs")
+        bo = make_broker(redis_url, prefix, client_name="obs", ttl_ms=1000)
         dq, lq, oq = TaskQueue(bd, GROUP, "wdead"), TaskQueue(bl, GROUP, "walive"), None
         try:
             oq = TaskQueue(bo, GROUP, "obs")
@@ -650,7 +677,14 @@ def test_dead_consumer_detected_on_second_call_and_taken_at_once(
 
             await eventually(wdead_gone, what="wdead's connections closed")
             assert await oq.dead_consumers() == []
-            assert await oq.dead_consumers() == ["wdead"]
+            t_first = time.monotonic()
+            assert await oq.dead_consumers() == []  # seen gone again, but too soon
+
+            async def confirmed() -> bool:
+                return await oq.dead_consumers() == ["wdead"]  # type: ignore[union-attr]
+
+            await eventually(confirmed, what="wdead confirmed dead after ttl/5")
+            assert time.monotonic() - t_first >= 0.15
             held, dead = await oq.takeover(min_idle_ms=60_000, count=10, dead=["wdead"])
             assert dead == []
             assert [(h.task_id, h.version, h.previous_holder) for h in held] == [

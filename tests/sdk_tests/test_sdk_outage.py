@@ -8,7 +8,7 @@ import time
 import uuid
 from typing import Any
 
-from broker import EmbeddedRedis
+from broker import EmbeddedRedis, RedisUnavailable
 from sdk import Context, Never, Resonate
 
 
@@ -66,5 +66,35 @@ def test_redis_killed_between_two_steps_neither_rejects_nor_repeats_a_step(
         assert h.result(timeout=30) == ["a", "b"]
         assert calls == ["a", "b"], "a settled checkpoint ran again, or b ran twice"
         assert "retry" not in events, "the outage was spent from the function's retry budget"
+    finally:
+        r.stop()
+
+
+def test_an_outage_inside_a_step_is_not_stored_as_the_steps_failure(
+    redis_url: str, prefix: str
+) -> None:
+    """A ctx.run step whose own code meets an outage (the step raises RedisUnavailable, as a
+    nested lb call inside it would) must not be closed as rejected when Redis answers again at
+    close time: every re-run would then replay that rejection and the promise would end
+    rejected for an outage. Instead the step stays open, the function re-runs, the step runs
+    again and the promise resolves."""
+    runs: list[int] = []
+
+    def step() -> str:
+        runs.append(1)
+        if len(runs) == 1:
+            raise RedisUnavailable("Redis is unreachable (as seen from inside the step)")
+        return "ok"
+
+    def f(ctx: Context) -> str:
+        return str(ctx.run(step))
+
+    r = Resonate.remote(redis_url, group="g", prefix=prefix, concurrency=2)
+    try:
+        r.register(f, retry=Never())
+        r.start()
+        assert r.begin_rpc("job2", "f").result(timeout=30) == "ok"
+        assert len(runs) == 2
+        assert r.promise("job2:1").state == "resolved"
     finally:
         r.stop()

@@ -10,8 +10,8 @@ import pytest
 from broker.client import _timeout_ms
 from broker.codec import encode
 from broker.errors import BadInput, BadTarget
+from sdk.durations import check_seconds, seconds_to_ms
 from sdk.encoding import Call, decode_error, encode_error
-from sdk.resonate import _check_timeout
 from sdk.retry import Constant, Exponential, Never
 from sdk.target import parse_target
 
@@ -108,18 +108,19 @@ def test_app_loader_errors() -> None:
             app_loader(spec)
 
 
-@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf"), -1.0, "5", True])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf"), -1.0, "5", True, 1e306])
 def test_bad_call_timeouts_are_bad_input(bad: object) -> None:
     """Regression (found by the chaos corpus): a NaN or infinite timeout escaped as an untyped
     ValueError / OverflowError from int(). Both layers now refuse it with BadInput."""
     with pytest.raises(BadInput):
-        _check_timeout(bad)
+        check_seconds(bad)
     with pytest.raises(BadInput):
         _timeout_ms(bad, 0)
 
 
 def test_good_call_timeouts() -> None:
-    assert _check_timeout(None) is None and _check_timeout(2) == 2.0
+    assert check_seconds(None) is None and check_seconds(2) == 2.0
     assert _timeout_ms(None, 7) == 7 and _timeout_ms(1500.7, 0) == 1500
+    assert seconds_to_ms(0.0001) == 1 and seconds_to_ms(0) == 0 and seconds_to_ms(2.5) == 2500
     with pytest.raises(BadInput):
         _timeout_ms(10**15, 0)

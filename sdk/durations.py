@@ -1,0 +1,37 @@
+"""Durations given by users (seconds) checked and turned into what Redis stores (ms).
+
+Guarantee: a NaN, infinite, negative, non-numeric or over-a-century value is refused with
+:class:`BadInput` here, before any int() conversion can raise an untyped error or a bad
+deadline can reach a script. Sub-millisecond positive values round up to 1 ms, never to 0
+(which would make a promise that is timed out on arrival).
+"""
+
+from __future__ import annotations
+
+import math
+
+from broker.client import MAX_TIMEOUT_MS
+from broker.errors import BadInput
+
+__all__ = ["check_seconds", "seconds_to_ms"]
+
+
+def check_seconds(value: object, what: str = "timeout") -> float | None:
+    """``value`` as seconds (None passes through), or :class:`BadInput`."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BadInput(f"{what} must be a number of seconds, not {type(value).__name__}")
+    if not math.isfinite(value) or value < 0:
+        raise BadInput(f"{what} must be a finite number of seconds >= 0, not {value}")
+    if value * 1000 > MAX_TIMEOUT_MS:
+        raise BadInput(f"{what} of {value} s is over the limit of a century")
+    return float(value)
+
+
+def seconds_to_ms(value: object, what: str = "timeout") -> int:
+    """``value`` seconds as whole milliseconds, rounded up; :class:`BadInput` as above."""
+    seconds = check_seconds(value, what)
+    if seconds is None:
+        raise BadInput(f"{what} must be a number of seconds, not None")
+    return math.ceil(seconds * 1000)
