@@ -190,7 +190,7 @@ class TaskQueue:
     async def dead_consumers(self) -> list[str]:
         """Consumers with pending entries whose Redis connections are all gone.
 
-        A consumer must be seen gone on calls at least ttl/5 apart (so a reconnect in
+        A consumer must be seen gone on calls at least ttl/10 apart (so a reconnect in
         progress, e.g. after a Redis restart, is not taken for a death). Safe either way: a
         wrong guess costs a takeover, never a double settle, because the old holder is fenced.
         """
@@ -209,11 +209,12 @@ class TaskQueue:
                     name = _s(c.get("name", b""))
                     if int(c.get("pending", 0)) > 0 and name != self.pid and name not in names:
                         gone.add(name)
-        # Seen gone on two calls at least ttl/5 apart: passes may now run back to back, and
-        # a worker reconnecting after a Redis restart must not be taken for dead.
+        # Seen gone on two calls at least half a takeover period (ttl/10) apart: passes may
+        # run back to back, and a worker reconnecting after a Redis restart must not be taken
+        # for dead; two periodic passes (ttl/5 apart, jittered) still confirm it.
         now = time.monotonic()
         self._suspect = {n: self._suspect.get(n, now) for n in gone}
-        gap = self.broker.settings.ttl_ms / 5000.0
+        gap = self.broker.settings.ttl_ms / 10000.0
         return sorted(n for n, first in self._suspect.items() if now - first >= gap)
 
     async def sweep(self, lease_ms: int, limit: int = 500) -> int:
