@@ -158,6 +158,36 @@ def test_burst_of_20000_from_one_client(redis_url: str, prefix: str) -> None:
         r.stop()
 
 
+def test_burst_of_20000_single_calls_at_once_all_settle(redis_url: str, prefix: str) -> None:
+    """The burst that fails Resonate's SDK: 20,000 separate invocations in flight at once from
+    one process (asyncio.gather of abegin_rpc, no batch API), then every one waited on. All
+    are stored and all settle on a worker of another Resonate instance; none fails for want
+    of a connection (the client bounds its in-flight requests and its pool)."""
+    import asyncio
+
+    n = 20_000
+    worker = Resonate.remote(redis_url, group="burst1", prefix=prefix, concurrency=64)
+    client = Resonate.remote(redis_url, group="burst1", prefix=prefix)
+
+    def echo(ctx: Context, x: int) -> int:
+        return x
+
+    async def burst() -> list[Any]:
+        opts = client.options()
+        handles = await asyncio.gather(*(opts.abegin_rpc(f"s{i}", "echo", i) for i in range(n)))
+        assert len({h.id for h in handles}) == n
+        worker.start()
+        return list(await asyncio.gather(*(h.aresult(timeout=120) for h in handles)))
+
+    try:
+        worker.register(echo, retry=Never())
+        values = asyncio.run(burst())
+        assert values == list(range(n))
+    finally:
+        client.stop()
+        worker.stop()
+
+
 def test_redis_down_is_typed() -> None:
     """An unreachable Redis raises RedisUnavailable at once, not a handle that never settles."""
     r = Resonate.remote("redis://127.0.0.1:1/0", group="g")
