@@ -311,13 +311,19 @@ class Worker:
         func = self.registry.get(ex.call.func)
         self._emit("start", id=ex.id, func=ex.call.func, attempt=ex.claimed.attempts)
         retries = 0
-        outage = outage_seen = time.monotonic()
+        outage = [time.monotonic(), time.monotonic()]  # [start, last failure] of this outage
         try:
             while True:
                 try:
                     value = await self._invoke(ex, is_async)
                 except Suspend as s:
-                    outcome = await self.queue.suspend(ex.fence, s.awaited)
+                    try:
+                        outcome = await self.queue.suspend(ex.fence, s.awaited)
+                    except RedisUnavailable as exc:
+                        # Nothing was parked: ride the outage out and re-run to this point.
+                        if await self._ride_out(ex, exc, outage):
+                            continue
+                        return
                     if outcome == "ready":
                         continue
                     self._emit("suspended", id=ex.id, on=s.awaited)
@@ -329,22 +335,10 @@ class Worker:
                 except Exception as exc:
                     if _redis_down(exc) and not ex.lost:
                         # A durable step could not reach Redis: not the function's failure, so
-                        # its retry budget is untouched and its promise is not rejected. Re-run
-                        # from the top once Redis answers (settled steps replay); if the task
-                        # was taken over meanwhile, the heartbeat marks it lost and we stop.
-                        now = time.monotonic()
-                        if self.redis_ok_at > outage_seen:
-                            outage = now  # Redis answered since the last failure: a new outage
-                        outage_seen = now
-                        if now - outage > OUTAGE_PATIENCE_S:
-                            self._emit("error", id=ex.id, error=f"abandoned: {exc}")
-                            return
-                        self._emit("redis-wait", id=ex.id, error=str(exc))
-                        await asyncio.sleep(_backoff(now - outage))
-                        if not await self._still_held(ex):
-                            self._emit("lost", id=ex.id)  # taken over meanwhile: never re-run
-                            return
-                        continue
+                        # its retry budget is untouched and its promise is not rejected.
+                        if await self._ride_out(ex, exc, outage):
+                            continue
+                        return
                     retries += 1
                     delay = func.retry.delay(retries)
                     if delay is None or ex.lost:
@@ -370,6 +364,25 @@ class Worker:
             self._emit("error", id=ex.id, error=str(exc))
         finally:
             self._end(ex)
+
+    async def _ride_out(self, ex: Execution, exc: BaseException, outage: list[float]) -> bool:
+        """Wait out a Redis outage met by ``ex``: True to re-run it from the top (settled steps
+        replay), False when it must stop (abandoned past OUTAGE_PATIENCE_S, or taken over
+        meanwhile: Redis is asked before any re-run). ``outage`` is [start, last failure]; a
+        failure after Redis answered the sweeper again starts a new outage."""
+        now = time.monotonic()
+        if self.redis_ok_at > outage[1]:
+            outage[0] = now
+        outage[1] = now
+        if now - outage[0] > OUTAGE_PATIENCE_S:
+            self._emit("error", id=ex.id, error=f"abandoned: {exc}")
+            return False
+        self._emit("redis-wait", id=ex.id, error=str(exc))
+        await asyncio.sleep(_backoff(now - outage[0]))
+        if not await self._still_held(ex):
+            self._emit("lost", id=ex.id)  # taken over meanwhile: never re-run it here
+            return False
+        return True
 
     async def _still_held(self, ex: Execution) -> bool:
         """Ask Redis (not the heartbeat thread, which may not have caught up after an outage)
