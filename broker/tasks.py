@@ -46,7 +46,7 @@ class TaskQueue:
         # Blocking reads get their own connection so they never starve the pool.
         self.blocking: aioredis.Redis = make_redis(broker.settings, 2, broker.client_name)
         self._cursors = dict.fromkeys(self.bases, "0-0")
-        self._suspect: dict[str, float] = {}  # consumer -> when first seen gone (monotonic)
+        self._suspect: dict[str, tuple[float, float]] = {}  # consumer -> first, last seen gone
 
     async def close(self) -> None:
         await self.blocking.aclose(close_connection_pool=True)
@@ -212,10 +212,15 @@ class TaskQueue:
         # Seen gone on two calls at least half a takeover period (ttl/10) apart: passes may
         # run back to back, and a worker reconnecting after a Redis restart must not be taken
         # for dead; two periodic passes (ttl/5 apart, jittered) still confirm it.
+        # A sighting older than ttl/2 (a full worker skips passes) starts the count again.
         now = time.monotonic()
-        self._suspect = {n: self._suspect.get(n, now) for n in gone}
-        gap = self.broker.settings.ttl_ms / 10000.0
-        return sorted(n for n, first in self._suspect.items() if now - first >= gap)
+        ttl_s = self.broker.settings.ttl_ms / 1000.0
+        seen: dict[str, tuple[float, float]] = {}
+        for n in gone:
+            first, last = self._suspect.get(n, (now, now))
+            seen[n] = (first if now - last <= ttl_s / 2 else now, now)
+        self._suspect = seen
+        return sorted(n for n, (first, _) in seen.items() if now - first >= ttl_s / 10)
 
     async def sweep(self, lease_ms: int, limit: int = 500) -> int:
         """Run the sweeper on every shard; returns ms until the next known deadline (or -1)."""

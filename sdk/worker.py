@@ -311,7 +311,7 @@ class Worker:
         func = self.registry.get(ex.call.func)
         self._emit("start", id=ex.id, func=ex.call.func, attempt=ex.claimed.attempts)
         retries = 0
-        outage = [time.monotonic(), time.monotonic()]  # [start, last failure] of this outage
+        outage = [0.0, -1.0]  # [start, steps reached at the last failure] of this outage
         try:
             while True:
                 try:
@@ -321,7 +321,7 @@ class Worker:
                         outcome = await self.queue.suspend(ex.fence, s.awaited)
                     except RedisUnavailable as exc:
                         # Nothing was parked: ride the outage out and re-run to this point.
-                        if await self._ride_out(ex, exc, outage):
+                        if await self._ride_out(ex, exc, outage) == "rerun":
                             continue
                         return
                     if outcome == "ready":
@@ -335,10 +335,13 @@ class Worker:
                 except Exception as exc:
                     if _redis_down(exc) and not ex.lost:
                         # A durable step could not reach Redis: not the function's failure, so
-                        # its retry budget is untouched and its promise is not rejected.
-                        if await self._ride_out(ex, exc, outage):
+                        # its retry budget is untouched and its promise is not rejected...
+                        verdict = await self._ride_out(ex, exc, outage)
+                        if verdict == "rerun":
                             continue
-                        return
+                        if verdict == "stop":
+                            return
+                        # ...unless it persists while lb's Redis answers: the function's own.
                     retries += 1
                     delay = func.retry.delay(retries)
                     if delay is None or ex.lost:
@@ -365,24 +368,30 @@ class Worker:
         finally:
             self._end(ex)
 
-    async def _ride_out(self, ex: Execution, exc: BaseException, outage: list[float]) -> bool:
-        """Wait out a Redis outage met by ``ex``: True to re-run it from the top (settled steps
-        replay), False when it must stop (abandoned past OUTAGE_PATIENCE_S, or taken over
-        meanwhile: Redis is asked before any re-run). ``outage`` is [start, last failure]; a
-        failure after Redis answered the sweeper again starts a new outage."""
+    async def _ride_out(self, ex: Execution, exc: BaseException, outage: list[float]) -> str:
+        """Wait out a Redis outage met by ``ex``. Returns ``"rerun"`` (re-run it from the top:
+        settled steps replay), ``"stop"`` (taken over meanwhile - Redis is asked before any
+        re-run - or abandoned to the takeover path after OUTAGE_PATIENCE_S while lb's Redis
+        is still silent) or ``"fail"`` (the failure lasted OUTAGE_PATIENCE_S while lb's Redis
+        answered the sweeper: the function's own, e.g. another Redis it uses is down; the
+        normal retry policy applies). ``outage`` is [start, steps reached at the last
+        failure]; the clock restarts only when a re-run got further than the last one did, so
+        failures at the same point can never re-run it forever."""
         now = time.monotonic()
-        if self.redis_ok_at > outage[1]:
-            outage[0] = now
-        outage[1] = now
+        if ex.counter > outage[1]:
+            outage[0] = now  # progress since the last failure (or the first one): a new outage
+        outage[1] = ex.counter
         if now - outage[0] > OUTAGE_PATIENCE_S:
+            if self.redis_ok_at > outage[0] + OUTAGE_PATIENCE_S / 2:
+                return "fail"
             self._emit("error", id=ex.id, error=f"abandoned: {exc}")
-            return False
+            return "stop"
         self._emit("redis-wait", id=ex.id, error=str(exc))
         await asyncio.sleep(_backoff(now - outage[0]))
         if not await self._still_held(ex):
             self._emit("lost", id=ex.id)  # taken over meanwhile: never re-run it here
-            return False
-        return True
+            return "stop"
+        return "rerun"
 
     async def _still_held(self, ex: Execution) -> bool:
         """Ask Redis (not the heartbeat thread, which may not have caught up after an outage)
@@ -394,6 +403,7 @@ class Worker:
             held = await self.queue.holds(ex.claimed.base, ex.fence)
         except RedisUnavailable:
             return True
+        self.redis_ok_at = time.monotonic()
         if not held:
             ex.lost = True
         return held

@@ -8,7 +8,9 @@ import time
 import uuid
 from typing import Any
 
-from broker import EmbeddedRedis, RedisUnavailable
+import pytest
+
+from broker import EmbeddedRedis, PromiseRejected, RedisUnavailable
 from sdk import Context, Never, Resonate
 
 
@@ -96,5 +98,36 @@ def test_an_outage_inside_a_step_is_not_stored_as_the_steps_failure(
         assert r.begin_rpc("job2", "f").result(timeout=30) == "ok"
         assert len(runs) == 2
         assert r.promise("job2:1").state == "resolved"
+    finally:
+        r.stop()
+
+
+def test_a_persistent_outage_of_the_functions_own_is_its_failure(
+    redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review finding: a step whose own code always raises RedisUnavailable (another Redis it
+    uses is down) while lb's Redis answers must not be re-run forever. After the outage
+    patience (1 s here) with no progress, it is the function's own failure: retry=Never
+    rejects the promise with the error, after a bounded number of re-runs."""
+    import sdk.worker
+
+    monkeypatch.setattr(sdk.worker, "OUTAGE_PATIENCE_S", 1.0)
+    runs: list[int] = []
+
+    def step() -> str:
+        runs.append(1)
+        raise RedisUnavailable("the other Redis is unreachable")
+
+    def f(ctx: Context) -> str:
+        return str(ctx.run(step))
+
+    r = Resonate.remote(redis_url, group="g", prefix=prefix, concurrency=2)
+    try:
+        r.register(f, retry=Never())
+        r.start()
+        with pytest.raises(PromiseRejected) as info:
+            r.begin_rpc("job3", "f").result(timeout=30)
+        assert "RedisUnavailable" in str(info.value), info.value
+        assert 2 <= len(runs) <= 15, runs
     finally:
         r.stop()
