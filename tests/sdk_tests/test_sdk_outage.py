@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -72,6 +73,19 @@ def test_redis_killed_between_two_steps_neither_rejects_nor_repeats_a_step(
         r.stop()
 
 
+def _serve_one_step(redis_url: str, prefix: str, step: Callable[[], str]) -> Resonate:
+    """A started in-process worker of group "g" serving ``f(ctx) = ctx.run(step)``, retry
+    Never (so an outage taken for a failure would reject at once)."""
+
+    def f(ctx: Context) -> str:
+        return str(ctx.run(step))
+
+    r = Resonate.remote(redis_url, group="g", prefix=prefix, concurrency=2)
+    r.register(f, retry=Never())
+    r.start()
+    return r
+
+
 def test_an_outage_inside_a_step_is_not_stored_as_the_steps_failure(
     redis_url: str, prefix: str
 ) -> None:
@@ -88,13 +102,8 @@ def test_an_outage_inside_a_step_is_not_stored_as_the_steps_failure(
             raise RedisUnavailable("Redis is unreachable (as seen from inside the step)")
         return "ok"
 
-    def f(ctx: Context) -> str:
-        return str(ctx.run(step))
-
-    r = Resonate.remote(redis_url, group="g", prefix=prefix, concurrency=2)
+    r = _serve_one_step(redis_url, prefix, step)
     try:
-        r.register(f, retry=Never())
-        r.start()
         assert r.begin_rpc("job2", "f").result(timeout=30) == "ok"
         assert len(runs) == 2
         assert r.promise("job2:1").state == "resolved"
@@ -118,13 +127,8 @@ def test_a_persistent_outage_of_the_functions_own_is_its_failure(
         runs.append(1)
         raise RedisUnavailable("the other Redis is unreachable")
 
-    def f(ctx: Context) -> str:
-        return str(ctx.run(step))
-
-    r = Resonate.remote(redis_url, group="g", prefix=prefix, concurrency=2)
+    r = _serve_one_step(redis_url, prefix, step)
     try:
-        r.register(f, retry=Never())
-        r.start()
         with pytest.raises(PromiseRejected) as info:
             r.begin_rpc("job3", "f").result(timeout=30)
         assert "RedisUnavailable" in str(info.value), info.value
