@@ -66,7 +66,7 @@ class Heartbeat(threading.Thread):
             by_base.setdefault(base, []).extend([tid, version])
             self.versions[tid] = version
         lost: list[str] = []
-        info_ttl = max(3 * self.settings.ttl_ms, 3000)
+        info_ttl = self.settings.live_ms
         for base, pairs in by_base.items():
             args: list[Any] = [
                 base,

@@ -79,6 +79,12 @@ class Settings:
         return replace(self, **changes)
 
     @property
+    def live_ms(self) -> int:
+        """How long a worker counts as live after its last heartbeat: 3 ttl, at least 3 s.
+        Its info hash expires after this, and status views ignore older heartbeats."""
+        return max(3 * self.ttl_ms, 3000)
+
+    @property
     def safe_url(self) -> str:
         """The URL with any password replaced by ``***``: the only form that is ever printed."""
         parts = urlsplit(self.url)

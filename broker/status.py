@@ -26,7 +26,7 @@ async def snapshot(broker: Broker, max_held: int = 200) -> dict[str, Any]:
     async with translate_errors():
         t: Any = await r.time()
         now = int(t[0]) * 1000 + int(t[1]) // 1000
-        live_horizon = max(3 * broker.settings.ttl_ms, 3000)
+        live_horizon = broker.settings.live_ms
         for base in broker.keys.all_bases():
             for g in sorted(_s(x) for x in await r.smembers(Keys.groups(base))):
                 grp = out["groups"].setdefault(
@@ -72,7 +72,7 @@ async def known_functions(broker: Broker, group: str) -> set[str] | None:
     async with translate_errors():
         t: Any = await r.time()
         now = int(t[0]) * 1000 + int(t[1]) // 1000
-        horizon = max(3 * broker.settings.ttl_ms, 3000)
+        horizon = broker.settings.live_ms
         for base in broker.keys.all_bases():
             for w in await r.zrangebyscore(Keys.workers(base, group), now - horizon, "+inf"):
                 funcs = await r.hget(Keys.worker_info(base, _s(w)), "funcs")

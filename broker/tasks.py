@@ -153,11 +153,10 @@ class TaskQueue:
         """True when ``fence`` still holds its task (and its entry's idle time is reset, as a
         heartbeat would). Used before re-running an execution that waited out an outage,
         since the heartbeat thread may not have reported a takeover yet."""
-        info_ttl = max(3 * self.broker.settings.ttl_ms, 3000)
         lost = await self.broker.script(
             "heartbeat",
             [Keys.stream(base, self.group)],
-            [self.pid, self.group, info_ttl, fence.task_id, fence.version],
+            [self.pid, self.group, self.broker.settings.live_ms, fence.task_id, fence.version],
         )
         return not lost
 
