@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -289,15 +290,18 @@ def _tags_json(tags: dict[str, str] | None) -> str:
 MAX_TIMEOUT_MS = 100 * 365 * 86_400_000  # a century: far below Lua's exact-integer range
 
 
-def _timeout_ms(value: object, default: int) -> int:
-    """``value`` (ms) as a checked int: :class:`BadInput` for non-integers, negatives, NaN,
-    infinities and anything over a century, so no bad deadline reaches a script."""
-    if value is None:
-        return default
+def check_duration(value: object, unit_ms: float, what: str = "timeout") -> float:
+    """``value`` (in units of ``unit_ms`` milliseconds) if it is a real, finite number from 0
+    to a century; else :class:`BadInput`, so no NaN, infinity or bad deadline reaches a
+    script and no ``int()`` of one raises an untyped error. The one rule for durations."""
+    unit = "seconds" if unit_ms == 1000 else "milliseconds"
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise BadInput(f"timeout must be a number of milliseconds, not {type(value).__name__}")
-    if value != value or value in (float("inf"), float("-inf")):
-        raise BadInput(f"timeout must be a finite number, not {value}")
-    if value < 0 or value > MAX_TIMEOUT_MS:
-        raise BadInput(f"timeout must be between 0 and {MAX_TIMEOUT_MS} ms, not {value}")
-    return int(value)
+        raise BadInput(f"{what} must be a number of {unit}, not {type(value).__name__}")
+    if not math.isfinite(value) or value < 0 or value * unit_ms > MAX_TIMEOUT_MS:
+        raise BadInput(f"{what} must be a finite number of {unit} from 0 to a century, not {value}")
+    return float(value)
+
+
+def _timeout_ms(value: object, default: int) -> int:
+    """A create's ``timeout_ms``: the default when None, else checked by :func:`check_duration`."""
+    return default if value is None else int(check_duration(value, 1))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from broker.client import MAX_TIMEOUT_MS
+from broker.client import check_duration
 from broker.errors import BadInput
 
 __all__ = ["check_seconds", "seconds_to_ms"]
@@ -18,20 +18,11 @@ __all__ = ["check_seconds", "seconds_to_ms"]
 
 def check_seconds(value: object, what: str = "timeout") -> float | None:
     """``value`` as seconds (None passes through), or :class:`BadInput`."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise BadInput(f"{what} must be a number of seconds, not {type(value).__name__}")
-    if not math.isfinite(value) or value < 0:
-        raise BadInput(f"{what} must be a finite number of seconds >= 0, not {value}")
-    if value * 1000 > MAX_TIMEOUT_MS:
-        raise BadInput(f"{what} of {value} s is over the limit of a century")
-    return float(value)
+    return None if value is None else check_duration(value, 1000, what)
 
 
 def seconds_to_ms(value: object, what: str = "timeout") -> int:
     """``value`` seconds as whole milliseconds, rounded up; :class:`BadInput` as above."""
-    seconds = check_seconds(value, what)
-    if seconds is None:
+    if value is None:
         raise BadInput(f"{what} must be a number of seconds, not None")
-    return math.ceil(seconds * 1000)
+    return math.ceil(check_duration(value, 1000, what) * 1000)
