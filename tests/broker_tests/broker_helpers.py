@@ -8,26 +8,22 @@ opened. Waiting is done by polling a condition (``eventually``), never by a fixe
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from broker import Broker, Claimed, Keys, Settings, TaskQueue
-from broker.embedded import find_redis_server
+from broker.embedded import find_redis_server, server_version
 
 GROUP = "g"
 
 
 def server_version() -> tuple[int, ...]:
     """Version of the redis-server binary the fixtures start (honours $LB_REDIS_SERVER)."""
-    out = subprocess.run(
-        [find_redis_server(), "--version"], capture_output=True, text=True, check=True
-    ).stdout
-    for part in out.split():
-        if part.startswith("v="):
-            return tuple(int(x) for x in part[2:].split("."))
-    raise RuntimeError(f"cannot parse redis-server version from {out!r}")
+    version = server_version(find_redis_server())
+    if version == "unknown":
+        raise RuntimeError("cannot parse the redis-server version")
+    return tuple(int(x) for x in version.split("."))
 
 
 def make_broker(url: str, prefix: str, client_name: str | None = None, **overrides: Any) -> Broker:
