@@ -13,14 +13,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from broker import Broker, Claimed, Keys, Settings, TaskQueue
-from broker.embedded import find_redis_server, server_version
+from broker.embedded import find_redis_server
+from broker.embedded import server_version as binary_version
 
 GROUP = "g"
 
 
 def server_version() -> tuple[int, ...]:
     """Version of the redis-server binary the fixtures start (honours $LB_REDIS_SERVER)."""
-    version = server_version(find_redis_server())
+    version = binary_version(find_redis_server())
     if version == "unknown":
         raise RuntimeError("cannot parse the redis-server version")
     return tuple(int(x) for x in version.split("."))
