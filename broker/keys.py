@@ -5,7 +5,7 @@ so every key of one shard lives in one slot and each Lua script touches exactly 
 shard of a promise is ``crc32(root) % shards`` where ``root`` is the id up to its first ``:``;
 children (``root:1``, ``root:1.2``) therefore share their root's shard, which lets a parent's
 fenced script create and settle them. ``broker/lua/lib.lua`` builds the derived keys with the
-same rules (tested in ``tests/test_keys.py``).
+same rules (tested in ``tests/broker_tests/test_keys.py``).
 
 This module also validates the names that end up inside keys (ids, groups, function names): a
 hostile name is refused with :class:`BadInput` before it reaches Redis.

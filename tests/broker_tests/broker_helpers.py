@@ -35,7 +35,7 @@ async def shutdown(*things: Broker | TaskQueue) -> None:
     """Close brokers and task queues, and really drop their sockets.
 
     ``Broker.close()`` / ``TaskQueue.close()`` leave the pooled connections open (see
-    ``test_tasks.py::test_close_drops_every_connection``, a known bug), so the pools are
+    ``test_tasks.py::test_close_drops_every_connection``), so the pools are
     disconnected here as well to keep the shared server clean between tests.
     """
     for thing in things:
