@@ -34,9 +34,8 @@ def make_broker(url: str, prefix: str, client_name: str | None = None, **overrid
 async def shutdown(*things: Broker | TaskQueue) -> None:
     """Close brokers and task queues, and really drop their sockets.
 
-    ``Broker.close()`` / ``TaskQueue.close()`` leave the pooled connections open (see
-    ``test_tasks.py::test_close_drops_every_connection``), so the pools are
-    disconnected here as well to keep the shared server clean between tests.
+    The pools are also disconnected explicitly, so that no socket outlives its test on the
+    shared server (``test_tasks.py::test_close_drops_every_connection`` checks close() alone).
     """
     for thing in things:
         await thing.close()
