@@ -41,25 +41,26 @@ class Fault:
         return asdict(self)
 
 
+# kind -> (adds the ttl, low, high seconds, latency choices in ms): a fault lasts
+# [ttl +] uniform(low, high); stalls and partitions outlast the ttl so that takeovers happen.
+_DURATIONS: dict[str, tuple[bool, float, float, tuple[int, ...]]] = {
+    "worker_kill": (False, 1.5, 3.0, ()),
+    "worker_stop": (True, 1.0, 2.0, ()),
+    "redis_stop": (False, 2.5, 3.5, ()),
+    "redis_kill": (False, 0.5, 1.5, ()),
+    "proxy_latency": (False, 3.0, 5.0, (20, 50, 100, 200)),
+    "proxy_blackhole": (True, 1.0, 2.0, ()),
+    "proxy_reset": (False, 1.5, 3.0, ()),
+    "client_retry": (False, 3.0, 5.0, ()),
+}
+
+
 def _duration(kind: str, rng: random.Random, ttl: float) -> tuple[float, float]:
-    """(duration, param) for one fault of ``kind``."""
-    if kind == "worker_kill":
-        return rng.uniform(1.5, 3.0), 0.0
-    if kind == "worker_stop":
-        return ttl + rng.uniform(1.0, 2.0), 0.0
-    if kind == "redis_stop":
-        return rng.uniform(2.5, 3.5), 0.0
-    if kind == "redis_kill":
-        return rng.uniform(0.5, 1.5), 0.0
-    if kind == "proxy_latency":
-        return rng.uniform(3.0, 5.0), float(rng.choice((20, 50, 100, 200)))
-    if kind == "proxy_blackhole":
-        return ttl + rng.uniform(1.0, 2.0), 0.0
-    if kind == "proxy_reset":
-        return rng.uniform(1.5, 3.0), 0.0
-    if kind == "client_retry":
-        return rng.uniform(3.0, 5.0), 0.0
-    raise ValueError(kind)
+    """(duration, param) for one fault of ``kind`` (same draws, in the same order, as ever:
+    recorded seeds keep their schedules)."""
+    plus_ttl, low, high, choices = _DURATIONS[kind]
+    d = (ttl if plus_ttl else 0.0) + rng.uniform(low, high)
+    return d, float(rng.choice(choices)) if choices else 0.0
 
 
 def _order(rng: random.Random, short: bool) -> list[str]:
