@@ -6,7 +6,7 @@ COPY pyproject.toml README.md ./
 COPY broker ./broker
 COPY sdk ./sdk
 COPY cli ./cli
-COPY lbdemo ./lbdemo
+COPY lb ./lb
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 # Final stage: no compilers, non-root, installs only the wheels built above.

@@ -16,7 +16,7 @@ import tempfile
 from typing import Any
 
 from bench.peers.infra import PEERS
-from broker.embedded import EmbeddedRedis, find_redis_server, server_version
+from lb.broker.embedded import EmbeddedRedis, find_redis_server, server_version
 
 ROWS = [
     ("enqueue_per_s", "enqueue /s", True),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sdk import Context, Never, Resonate
+from lb.sdk import Context, Never, Resonate
 
 
 def echo(ctx: Context, x: Any) -> Any:

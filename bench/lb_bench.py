@@ -19,13 +19,14 @@ import uuid
 
 import redis
 
-from broker.client import Broker
-from broker.embedded import EmbeddedRedis
-from broker.keys import Keys
-from broker.settings import Settings
-from broker.tasks import TaskQueue
-from sdk.encoding import Call
-from sdk.resonate import Resonate
+from lb.broker.client import Broker
+from lb.broker.embedded import EmbeddedRedis
+from lb.broker.keys import Keys
+from lb.broker.settings import Settings
+from lb.broker.tasks import TaskQueue
+from lb.cli.common import lb_argv
+from lb.sdk.encoding import Call
+from lb.sdk.resonate import Resonate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -44,9 +45,7 @@ def start_workers(
         procs.append(
             subprocess.Popen(
                 [
-                    sys.executable,
-                    "-m",
-                    "cli.main",
+                    *lb_argv(),
                     "worker",
                     "--group",
                     group,

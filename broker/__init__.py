@@ -1,9 +1,9 @@
 """lb's broker: durable promises and group task queues in Redis (no user code here)."""
 
-from broker.client import Broker
-from broker.codec import decode, encode
-from broker.embedded import EmbeddedRedis
-from broker.errors import (
+from lb.broker.client import Broker
+from lb.broker.codec import decode, encode
+from lb.broker.embedded import EmbeddedRedis
+from lb.broker.errors import (
     BadInput,
     BadTarget,
     Fenced,
@@ -15,10 +15,10 @@ from broker.errors import (
     Timeout,
     UnknownFunction,
 )
-from broker.keys import Keys
-from broker.records import Claimed, Fence, Promise
-from broker.settings import Settings
-from broker.tasks import TaskQueue
+from lb.broker.keys import Keys
+from lb.broker.records import Claimed, Fence, Promise
+from lb.broker.settings import Settings
+from lb.broker.tasks import TaskQueue
 
 __all__ = [
     "BadInput",

@@ -15,7 +15,7 @@ from typing import Any
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
 
-from broker.scripts import Scripts
+from lb.broker.scripts import Scripts
 
 __all__ = ["Batcher"]
 

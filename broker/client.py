@@ -21,8 +21,8 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
 
-from broker.batching import Batcher
-from broker.errors import (
+from lb.broker.batching import Batcher
+from lb.broker.errors import (
     BadInput,
     Fenced,
     LbError,
@@ -30,10 +30,10 @@ from broker.errors import (
     PayloadTooLarge,
     RedisUnavailable,
 )
-from broker.keys import PROMISE_STATES, Keys, check_group, check_id
-from broker.records import NO_FENCE, Fence, Promise, parse_promise
-from broker.scripts import Scripts
-from broker.settings import Settings
+from lb.broker.keys import PROMISE_STATES, Keys, check_group, check_id
+from lb.broker.records import NO_FENCE, Fence, Promise, parse_promise
+from lb.broker.scripts import Scripts
+from lb.broker.settings import Settings
 
 __all__ = ["Broker", "translate_errors"]
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import msgpack
 
-from broker.errors import BadInput, PayloadTooLarge
+from lb.broker.errors import BadInput, PayloadTooLarge
 
 __all__ = ["MAX_DEPTH", "decode", "encode"]
 

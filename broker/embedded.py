@@ -19,7 +19,7 @@ from pathlib import Path
 
 import redis
 
-from broker.errors import RedisUnavailable
+from lb.broker.errors import RedisUnavailable
 
 __all__ = ["EmbeddedRedis", "find_redis_server", "free_port", "server_version"]
 

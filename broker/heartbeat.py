@@ -14,9 +14,9 @@ from typing import Any
 import redis
 import redis.exceptions as rexc
 
-from broker.keys import Keys
-from broker.scripts import script_source
-from broker.settings import Settings
+from lb.broker.keys import Keys
+from lb.broker.scripts import script_source
+from lb.broker.settings import Settings
 
 __all__ = ["Heartbeat"]
 

@@ -17,7 +17,7 @@ import re
 import zlib
 from dataclasses import dataclass
 
-from broker.errors import BadInput
+from lb.broker.errors import BadInput
 
 __all__ = [
     "CONSUMER_GROUP",

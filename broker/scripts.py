@@ -35,7 +35,7 @@ SCRIPT_NAMES = (
 @cache
 def script_source(name: str) -> str:
     """The full text sent to Redis for script ``name``: lib.lua, then the script."""
-    lua = resources.files("broker") / "lua"
+    lua = resources.files("lb.broker") / "lua"
     return (lua / "lib.lua").read_text("utf-8") + "\n" + (lua / f"{name}.lua").read_text("utf-8")
 
 

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from redis.connection import parse_url
 
-from broker.errors import BadInput
+from lb.broker.errors import BadInput
 
 __all__ = ["DEFAULT_URL", "Settings"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from broker.client import Broker, translate_errors
-from broker.keys import CONSUMER_GROUP, Keys
+from lb.broker.client import Broker, translate_errors
+from lb.broker.keys import CONSUMER_GROUP, Keys
 
 __all__ = ["snapshot"]
 

@@ -21,10 +21,10 @@ from typing import Any, cast
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
 
-from broker.client import Broker, make_redis, translate_errors
-from broker.errors import BadInput, PayloadTooLarge
-from broker.keys import CONSUMER_GROUP, Keys, check_group
-from broker.records import Claimed, Fence, Promise, parse_claims, parse_promise
+from lb.broker.client import Broker, make_redis, translate_errors
+from lb.broker.errors import BadInput, PayloadTooLarge
+from lb.broker.keys import CONSUMER_GROUP, Keys, check_group
+from lb.broker.records import Claimed, Fence, Promise, parse_claims, parse_promise
 
 __all__ = ["TaskQueue"]
 

@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from chaos.journal import append
-from sdk import Context, Never, Resonate
+from lb.sdk import Context, Never, Resonate
 
 __all__ = ["register"]
 

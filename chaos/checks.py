@@ -13,13 +13,13 @@ from typing import Any
 
 import msgpack
 
-from broker.records import Promise
 from chaos.faults import Done
 from chaos.history import History, Invocation, args_key
 from chaos.journal import Journal
 from chaos.linearizability import HOp, check_history
 from chaos.logs import Event
-from sdk.encoding import decode_error
+from lb.broker.records import Promise
+from lb.sdk.encoding import decode_error
 
 __all__ = [
     "check_duplicates",

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,7 +18,8 @@ from pathlib import Path
 
 import redis
 
-from broker.embedded import EmbeddedRedis
+from lb.broker.embedded import EmbeddedRedis
+from lb.cli.common import lb_argv
 
 __all__ = ["Cluster", "LogLine", "WorkerProc"]
 
@@ -118,9 +118,7 @@ class Cluster:
             "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
         }
         cmd = [
-            sys.executable,
-            "-m",
-            "cli.main",
+            *lb_argv(),
             "worker",
             "--group",
             "chaos",

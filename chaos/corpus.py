@@ -27,12 +27,13 @@ from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Any
 
-from broker import Broker, Settings
-from broker.errors import LbError
-from broker.keys import Keys
 from chaos.corpus_data import cli_args, nest, param_payloads, stream_entries, subprocess_args
-from sdk import Resonate
-from sdk.encoding import Call
+from lb.broker import Broker, Settings
+from lb.broker.errors import LbError
+from lb.broker.keys import Keys
+from lb.cli.common import lb_argv
+from lb.sdk import Resonate
+from lb.sdk.encoding import Call
 
 __all__ = ["Case", "Corpus"]
 
@@ -57,7 +58,7 @@ def _run_main(args: list[str], env: dict[str, str]) -> tuple[int, str, BaseExcep
     """Run the real ``lb`` entry point (``cli.main.main``) in-process on ``args``."""
     from click.testing import CliRunner
 
-    from cli.main import main
+    from lb.cli.main import main
 
     code, exc = 0, None
     saved = sys.argv
@@ -250,7 +251,7 @@ class Corpus:
             for kind, args in sub:
                 try:
                     p = subprocess.run(
-                        [sys.executable, "-m", "cli.main", *args],
+                        [*lb_argv(), *args],
                         cwd=self.root,
                         env={**os.environ, **env},
                         capture_output=True,
@@ -320,7 +321,7 @@ class Corpus:
         dead_letter_reason: Callable[[str], str | None],
     ) -> None:
         """Settle the verdict of every case left pending (needs the drained system)."""
-        from sdk.encoding import decode_error
+        from lb.sdk.encoding import decode_error
 
         for c in self.cases:
             if c.result != "pending":

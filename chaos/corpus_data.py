@@ -7,7 +7,7 @@ from typing import Any
 
 import msgpack
 
-from sdk.encoding import Call
+from lb.sdk.encoding import Call
 
 __all__ = ["cli_args", "nest", "param_payloads", "stream_entries", "subprocess_args"]
 

@@ -11,11 +11,11 @@ import asyncio
 import time
 from typing import Any
 
-from broker import Broker, Settings
-from broker.errors import LbError, NotFound
-from broker.records import Promise
 from chaos.history import History, Op
 from chaos.load import outcome_of
+from lb.broker import Broker, Settings
+from lb.broker.errors import LbError, NotFound
+from lb.broker.records import Promise
 
 __all__ = ["Reader"]
 

@@ -8,10 +8,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from broker.keys import CONSUMER_GROUP, Keys
 from chaos.cluster import Cluster
 from chaos.proxy import Proxy
 from chaos.schedule import Fault
+from lb.broker.keys import CONSUMER_GROUP, Keys
 
 __all__ = ["Done", "Injector"]
 

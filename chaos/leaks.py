@@ -12,7 +12,7 @@ from typing import Any
 
 import redis
 
-from broker.keys import CONSUMER_GROUP, Keys
+from lb.broker.keys import CONSUMER_GROUP, Keys
 
 __all__ = ["check_leaks"]
 

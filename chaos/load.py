@@ -18,10 +18,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from broker.errors import LbError
-from broker.records import Promise
 from chaos.history import History, Invocation, Op, Outcome, args_key
-from sdk import Resonate
+from lb.broker.errors import LbError
+from lb.broker.records import Promise
+from lb.sdk import Resonate
 
 __all__ = ["Load", "outcome_of"]
 

@@ -24,7 +24,7 @@ from chaos.proxy import Proxy
 from chaos.report import must_be_zero, render
 from chaos.sampler import Sampler
 from chaos.schedule import make_schedule
-from sdk import Resonate
+from lb.sdk import Resonate
 
 __all__ = ["Options", "run"]
 
@@ -209,7 +209,7 @@ def run(opts: Options) -> tuple[int, dict[str, Any]]:
 
 
 def _need(p: Any, pid: str) -> Any:
-    from broker.errors import NotFound
+    from lb.broker.errors import NotFound
 
     if p is None:
         raise NotFound(f"{pid} not found")

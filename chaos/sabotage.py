@@ -12,9 +12,9 @@ from typing import Any
 import msgpack
 import redis
 
-from broker.keys import Keys
 from chaos.history import Invocation
 from chaos.journal import ENV, append
+from lb.broker.keys import Keys
 
 __all__ = ["sabotage"]
 

@@ -7,16 +7,25 @@ import importlib
 import inspect
 import json
 import math
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
 
-from broker.errors import BadInput, LbError
-from broker.settings import Settings
+from lb.broker.errors import BadInput, LbError
+from lb.broker.settings import Settings
 
-__all__ = ["Seconds", "app_loader", "handle_errors", "parse_json", "redis_option", "settings_from"]
+__all__ = [
+    "Seconds",
+    "app_loader",
+    "handle_errors",
+    "lb_argv",
+    "parse_json",
+    "redis_option",
+    "settings_from",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -50,6 +59,15 @@ prefix_option = click.option(
     show_envvar=True,
     help="Key prefix of this lb deployment.",
 )
+
+
+def lb_argv() -> list[str]:
+    """The command line that runs the installed ``lb`` CLI in a child process.
+
+    ``-P`` keeps the child's current directory off ``sys.path``, so a folder named ``lb`` (or
+    anything else) in the directory a user runs from can never shadow the installed package.
+    """
+    return [sys.executable, "-P", "-m", "lb"]
 
 
 def settings_from(redis_url: str | None, prefix: str = "lb", **over: Any) -> Settings:
@@ -92,6 +110,10 @@ def app_loader(spec: str) -> Callable[[Any], None]:
     if ":" not in spec:
         raise BadInput(f"--app {spec!r} must be module:attribute")
     mod_name, attr = spec.split(":", 1)
+    # Like `celery -A` and streaq: the user's own project directory is importable.
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
     try:
         module = importlib.import_module(mod_name)
         target = getattr(module, attr)

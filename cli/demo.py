@@ -19,10 +19,10 @@ from typing import Any
 
 import click
 
-from broker.embedded import EmbeddedRedis
-from broker.errors import LbError
-from cli.common import Seconds, handle_errors, settings_from
-from sdk.resonate import Resonate
+from lb.broker.embedded import EmbeddedRedis
+from lb.broker.errors import LbError
+from lb.cli.common import Seconds, handle_errors, lb_argv, settings_from
+from lb.sdk.resonate import Resonate
 
 __all__ = ["demo"]
 
@@ -58,9 +58,7 @@ def demo(
         for i in range(workers):
             p = subprocess.Popen(
                 [
-                    sys.executable,
-                    "-m",
-                    "cli.main",
+                    *lb_argv(),
                     "worker",
                     "--group",
                     "workers",

@@ -13,13 +13,13 @@ from typing import Any
 
 import click
 
-from broker.client import Broker
-from broker.codec import decode
-from broker.embedded import EmbeddedRedis
-from broker.errors import BadInput, LbError, UnknownFunction
-from broker.keys import check_func_name, check_group, check_id
-from broker.status import known_functions
-from cli.common import (
+from lb.broker.client import Broker
+from lb.broker.codec import decode
+from lb.broker.embedded import EmbeddedRedis
+from lb.broker.errors import BadInput, LbError, UnknownFunction
+from lb.broker.keys import check_func_name, check_group, check_id
+from lb.broker.status import known_functions
+from lb.cli.common import (
     Seconds,
     app_loader,
     handle_errors,
@@ -28,15 +28,16 @@ from cli.common import (
     redis_option,
     settings_from,
 )
-from sdk.encoding import decode_error
-from sdk.resonate import Resonate
-from sdk.target import parse_target
+from lb.sdk.encoding import decode_error
+from lb.sdk.resonate import Resonate
+from lb.sdk.target import parse_target
+from lb.version import __version__
 
 __all__ = ["cli", "main"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "LB"})
-@click.version_option("0.1.0", prog_name="lb")
+@click.version_option(__version__, prog_name="lb")
 def cli() -> None:
     """lb: durable, load-balanced RPC on Redis."""
 
@@ -98,7 +99,7 @@ def _event_printer(kind: str, data: dict[str, Any]) -> None:
     envvar="LB_TTL",
     help="Seconds without heartbeat before a task is taken over.",
 )
-@click.option("--app", default="lbdemo.app:register", show_default=True, envvar="LB_APP")
+@click.option("--app", default="lb.demo.app:register", show_default=True, envvar="LB_APP")
 @click.option("--name", default=None, envvar="LB_NAME", help="Worker name (default host-pid-rand).")
 @click.option("--quiet", is_flag=True, envvar="LB_QUIET", help="No per-task lines.")
 @redis_option
@@ -275,8 +276,8 @@ for _state, _name, _help in (
 
 
 def main() -> None:
-    from cli.demo import demo
-    from cli.status import status, top
+    from lb.cli.demo import demo
+    from lb.cli.status import status, top
 
     cli.add_command(status)
     cli.add_command(top)

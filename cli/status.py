@@ -9,9 +9,9 @@ from typing import Any
 
 import click
 
-from broker.client import Broker
-from broker.status import snapshot
-from cli.common import Seconds, handle_errors, prefix_option, redis_option, settings_from
+from lb.broker.client import Broker
+from lb.broker.status import snapshot
+from lb.cli.common import Seconds, handle_errors, prefix_option, redis_option, settings_from
 
 __all__ = ["render", "status", "top"]
 

@@ -1,6 +1,6 @@
 """lb's SDK: Resonate-style durable functions on lb's Redis broker."""
 
-from broker.errors import (
+from lb.broker.errors import (
     BadInput,
     BadTarget,
     Fenced,
@@ -12,9 +12,9 @@ from broker.errors import (
     Timeout,
     UnknownFunction,
 )
-from sdk.context import AsyncContext, Context
-from sdk.resonate import Handle, Options, Resonate
-from sdk.retry import Constant, Exponential, Never, RetryPolicy
+from lb.sdk.context import AsyncContext, Context
+from lb.sdk.resonate import Handle, Options, Resonate
+from lb.sdk.retry import Constant, Exponential, Never, RetryPolicy
 
 __all__ = [
     "AsyncContext",

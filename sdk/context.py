@@ -22,15 +22,15 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from broker.codec import decode, encode
-from broker.errors import BadInput, Fenced, PromiseRejected, RedisUnavailable
-from broker.records import Claimed, Fence, Promise
-from sdk.durations import seconds_to_ms
-from sdk.encoding import Call, decode_error, encode_error
-from sdk.target import parse_target
+from lb.broker.codec import decode, encode
+from lb.broker.errors import BadInput, Fenced, PromiseRejected, RedisUnavailable
+from lb.broker.records import Claimed, Fence, Promise
+from lb.sdk.durations import seconds_to_ms
+from lb.sdk.encoding import Call, decode_error, encode_error
+from lb.sdk.target import parse_target
 
 if TYPE_CHECKING:
-    from sdk.worker import Worker
+    from lb.sdk.worker import Worker
 
 __all__ = ["AsyncContext", "Context", "Lost", "Suspend"]
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import math
 
-from broker.client import check_duration
-from broker.errors import BadInput
+from lb.broker.client import check_duration
+from lb.broker.errors import BadInput
 
 __all__ = ["check_seconds", "seconds_to_ms"]
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from broker.codec import decode, encode
-from broker.errors import BadInput
-from broker.keys import check_func_name
+from lb.broker.codec import decode, encode
+from lb.broker.errors import BadInput
+from lb.broker.keys import check_func_name
 
 __all__ = ["Call", "decode_error", "encode_error"]
 

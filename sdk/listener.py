@@ -16,10 +16,10 @@ from typing import Any
 
 import msgpack
 
-from broker.client import Broker, make_redis, translate_errors
-from broker.errors import LbError, RedisUnavailable, Timeout
-from broker.keys import Keys
-from broker.records import Promise
+from lb.broker.client import Broker, make_redis, translate_errors
+from lb.broker.errors import LbError, RedisUnavailable, Timeout
+from lb.broker.keys import Keys
+from lb.broker.records import Promise
 
 __all__ = ["READ_PATIENCE_S", "Listener"]
 

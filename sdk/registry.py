@@ -7,9 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from broker.errors import UnknownFunction
-from broker.keys import check_func_name
-from sdk.retry import Exponential, RetryPolicy
+from lb.broker.errors import UnknownFunction
+from lb.broker.keys import check_func_name
+from lb.sdk.retry import Exponential, RetryPolicy
 
 __all__ = ["Function", "Registry"]
 

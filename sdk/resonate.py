@@ -22,21 +22,21 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
-from broker.client import Broker
-from broker.codec import decode, encode
-from broker.embedded import EmbeddedRedis
-from broker.errors import PromiseRejected
-from broker.keys import check_id
-from broker.records import Promise
-from broker.settings import Settings
-from sdk.durations import check_seconds, seconds_to_ms
-from sdk.encoding import Call, decode_error
-from sdk.listener import Listener
-from sdk.loop import IoLoop
-from sdk.registry import Function, Registry
-from sdk.retry import RetryPolicy
-from sdk.target import parse_target
-from sdk.worker import Worker
+from lb.broker.client import Broker
+from lb.broker.codec import decode, encode
+from lb.broker.embedded import EmbeddedRedis
+from lb.broker.errors import PromiseRejected
+from lb.broker.keys import check_id
+from lb.broker.records import Promise
+from lb.broker.settings import Settings
+from lb.sdk.durations import check_seconds, seconds_to_ms
+from lb.sdk.encoding import Call, decode_error
+from lb.sdk.listener import Listener
+from lb.sdk.loop import IoLoop
+from lb.sdk.registry import Function, Registry
+from lb.sdk.retry import RetryPolicy
+from lb.sdk.target import parse_target
+from lb.sdk.worker import Worker
 
 __all__ = ["Handle", "Options", "Resonate", "value_of"]
 

@@ -7,8 +7,8 @@
 
 from __future__ import annotations
 
-from broker.errors import BadInput, BadTarget
-from broker.keys import check_group
+from lb.broker.errors import BadInput, BadTarget
+from lb.broker.keys import check_group
 
 __all__ = ["parse_target"]
 

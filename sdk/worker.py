@@ -25,18 +25,18 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from broker.client import Broker
-from broker.codec import encode
-from broker.errors import BadInput, Fenced, LbError, RedisUnavailable, UnknownFunction
-from broker.heartbeat import Heartbeat
-from broker.records import Claimed
-from broker.settings import Settings
-from broker.tasks import TaskQueue
-from sdk.context import AsyncContext, Context, Execution, Lost, Suspend
-from sdk.encoding import Call, encode_error
-from sdk.loop import IoLoop
-from sdk.registry import Registry
-from sdk.threads import DaemonPool
+from lb.broker.client import Broker
+from lb.broker.codec import encode
+from lb.broker.errors import BadInput, Fenced, LbError, RedisUnavailable, UnknownFunction
+from lb.broker.heartbeat import Heartbeat
+from lb.broker.records import Claimed
+from lb.broker.settings import Settings
+from lb.broker.tasks import TaskQueue
+from lb.sdk.context import AsyncContext, Context, Execution, Lost, Suspend
+from lb.sdk.encoding import Call, encode_error
+from lb.sdk.loop import IoLoop
+from lb.sdk.registry import Registry
+from lb.sdk.threads import DaemonPool
 
 __all__ = ["Worker", "worker_name"]
 

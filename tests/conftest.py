@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import redis
 
-from broker.embedded import EmbeddedRedis
+from lb.broker.embedded import EmbeddedRedis
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from broker.records import Promise
 from chaos.checks import check_liveness
 from chaos.history import Invocation
 from chaos.linearizability import HOp, check_history, check_promise, hidden_ops
 from chaos.schedule import ALL_KINDS, make_schedule
+from lb.broker.records import Promise
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INF = float("inf")

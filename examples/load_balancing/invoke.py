@@ -10,7 +10,7 @@ import os
 import random
 import uuid
 
-from sdk import Resonate
+from lb.sdk import Resonate
 
 
 def main() -> None:

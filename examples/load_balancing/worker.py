@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from sdk import Context, Resonate
+from lb.sdk import Context, Resonate
 
 resonate = Resonate.remote(group="workers", prefix=os.environ.get("LB_PREFIX"))
 

@@ -12,9 +12,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from broker import Broker, Claimed, Keys, Settings, TaskQueue
-from broker.embedded import find_redis_server
-from broker.embedded import server_version as binary_version
+from lb.broker import Broker, Claimed, Keys, Settings, TaskQueue
+from lb.broker.embedded import find_redis_server
+from lb.broker.embedded import server_version as binary_version
 
 GROUP = "g"
 

@@ -10,8 +10,8 @@ import random
 import msgpack
 import pytest
 
-from broker import BadInput, PayloadTooLarge
-from broker.codec import MAX_DEPTH, decode, encode
+from lb.broker import BadInput, PayloadTooLarge
+from lb.broker.codec import MAX_DEPTH, decode, encode
 
 # ----------------------------------------------------------------------------------- codec
 

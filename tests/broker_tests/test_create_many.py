@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from broker import BadInput, Broker, Keys, Settings
+from lb.broker import BadInput, Broker, Keys, Settings
 
 
 def test_batch_creates_once_and_attaches(redis_url: str, prefix: str) -> None:

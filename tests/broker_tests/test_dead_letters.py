@@ -20,7 +20,7 @@ from broker_helpers import (
     wait_idle,
 )
 
-from broker import Fenced, Keys, TaskQueue
+from lb.broker import Fenced, Keys, TaskQueue
 
 
 async def _dlq(b) -> list[dict[str, str]]:  # type: ignore[no-untyped-def]

@@ -9,8 +9,8 @@ import zlib
 import pytest
 from redis.crc import key_slot
 
-from broker import BadInput, Broker, Keys, PayloadTooLarge, RedisUnavailable, Settings, TaskQueue
-from broker.keys import check_func_name, check_group, check_id, root_of
+from lb.broker import BadInput, Broker, Keys, PayloadTooLarge, RedisUnavailable, Settings, TaskQueue
+from lb.broker.keys import check_func_name, check_group, check_id, root_of
 
 # ------------------------------------------------------------------------------------ keys
 

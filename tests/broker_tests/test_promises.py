@@ -19,7 +19,7 @@ from broker_helpers import (
 )
 from redis.crc import key_slot
 
-from broker import BadInput, Keys, NotFound, TaskQueue
+from lb.broker import BadInput, Keys, NotFound, TaskQueue
 
 
 def test_create_then_same_id_returns_stored_record(redis_url: str, prefix: str) -> None:

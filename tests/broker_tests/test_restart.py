@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import pytest
 from broker_helpers import GROUP, claim, claim_one, make_broker, shutdown, stream_counts
 
-from broker import EmbeddedRedis, RedisUnavailable, TaskQueue
+from lb.broker import EmbeddedRedis, RedisUnavailable, TaskQueue
 
 T = TypeVar("T")
 

@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from broker import BadInput, Settings
+from lb.broker import BadInput, Settings
 
 # -------------------------------------------------------------------------------- settings
 

@@ -16,7 +16,7 @@ from broker_helpers import (
     stream_counts,
 )
 
-from broker import Keys, TaskQueue
+from lb.broker import Keys, TaskQueue
 
 
 async def _sweep_until_settled(b, tq: TaskQueue, pid: str, timeout_at: int):  # type: ignore[no-untyped-def]

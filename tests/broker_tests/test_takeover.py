@@ -25,8 +25,8 @@ from broker_helpers import (
     xpending_rows,
 )
 
-from broker import Broker, Claimed, Fenced, Keys, NotFound, TaskQueue
-from broker.heartbeat import Heartbeat
+from lb.broker import Broker, Claimed, Fenced, Keys, NotFound, TaskQueue
+from lb.broker.heartbeat import Heartbeat
 
 
 def _hb(b, pid: str, held: list[tuple[str, str, str]]) -> Heartbeat:  # type: ignore[no-untyped-def]

@@ -22,8 +22,8 @@ from broker_helpers import (
     xpending_rows,
 )
 
-from broker import BadInput, Fenced, Keys, TaskQueue
-from broker.heartbeat import Heartbeat
+from lb.broker import BadInput, Fenced, Keys, TaskQueue
+from lb.broker.heartbeat import Heartbeat
 
 
 def _hb(b, pid: str, held: list[tuple[str, str, str]]) -> Heartbeat:  # type: ignore[no-untyped-def]

@@ -12,8 +12,8 @@ import os
 import time
 from typing import Any
 
-from lbdemo.app import register as register_demo
-from sdk import AsyncContext, Constant, Context, Never, Resonate
+from lb.demo.app import register as register_demo
+from lb.sdk import AsyncContext, Constant, Context, Never, Resonate
 
 
 def journal(kind: str, pid: str, *rest: object) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from sdk import Resonate
+from lb.sdk import Resonate
 
 from .support import CliResult, Fleet, run_cli
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from lb.cli.common import lb_argv
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -147,7 +148,7 @@ class Fleet:
         wait: bool = True,
     ) -> WorkerProc:
         cmd = [
-            sys.executable, "-m", "cli.main", "worker",
+            *lb_argv(), "worker",
             "--group", group, "--concurrency", str(concurrency), "--ttl", str(ttl),
             "--app", app, "--name", name, *args,
         ]  # fmt: skip
@@ -221,9 +222,9 @@ class CliResult:
 def run_cli(
     redis_url: str, prefix: str, *args: str, timeout: float = 60, env: dict[str, str] | None = None
 ) -> CliResult:
-    """Run `lb ARGS` (as ``python -m cli.main``) against the test's Redis and prefix."""
+    """Run `lb ARGS` (as ``python -m lb``) against the test's Redis and prefix."""
     proc = subprocess.run(
-        [sys.executable, "-m", "cli.main", *args],
+        [*lb_argv(), *args],
         cwd=ROOT,
         env={**base_env(redis_url, prefix), **(env or {})},
         capture_output=True,

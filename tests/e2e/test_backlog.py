@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from sdk import Resonate
+from lb.sdk import Resonate
 
 from .conftest import Lb
 from .support import Fleet

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from sdk import PromiseRejected, Resonate
+from lb.sdk import PromiseRejected, Resonate
 
 from .conftest import Lb
 from .support import CliResult, Fleet, wait_for

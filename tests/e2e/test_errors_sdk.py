@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from sdk import BadInput, Context, Never, PromiseRejected, Resonate
+from lb.sdk import BadInput, Context, Never, PromiseRejected, Resonate
 
 from .support import Fleet
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 
-from sdk import Resonate
+from lb.sdk import Resonate
 
 from .support import Fleet, wait_for
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sdk import Resonate
+from lb.sdk import Resonate
 
 from .support import Fleet, wait_for
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal
 
-from sdk import Resonate
+from lb.sdk import Resonate
 
 from .support import Fleet, wait_for
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from broker.errors import BadInput, NotFound, PromiseRejected, RedisUnavailable, Timeout
-from sdk import AsyncContext, Context, Never, Resonate
+from lb.broker.errors import BadInput, NotFound, PromiseRejected, RedisUnavailable, Timeout
+from lb.sdk import AsyncContext, Context, Never, Resonate
 
 
 @pytest.fixture

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import pytest
 
-from broker.client import _timeout_ms
-from broker.codec import encode
-from broker.errors import BadInput, BadTarget
-from sdk.durations import check_seconds, seconds_to_ms
-from sdk.encoding import Call, decode_error, encode_error
-from sdk.retry import Constant, Exponential, Never
-from sdk.target import parse_target
+from lb.broker.client import _timeout_ms
+from lb.broker.codec import encode
+from lb.broker.errors import BadInput, BadTarget
+from lb.sdk.durations import check_seconds, seconds_to_ms
+from lb.sdk.encoding import Call, decode_error, encode_error
+from lb.sdk.retry import Constant, Exponential, Never
+from lb.sdk.target import parse_target
 
 
 @pytest.mark.parametrize(
@@ -101,7 +101,7 @@ def test_retry_policies() -> None:
 
 def test_app_loader_errors() -> None:
     """--app values that do not resolve are BadInput with the reason."""
-    from cli.common import app_loader
+    from lb.cli.common import app_loader
 
     for spec in ("nocolon", "no_such_module_xyz:attr", "json:no_such_attr"):
         with pytest.raises(BadInput):

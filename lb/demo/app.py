@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sdk import Context, Never, Resonate
+from lb.sdk import Context, Never, Resonate
 
 
 def compute_something(ctx: Context, id: str, cost: float) -> dict[str, Any]:

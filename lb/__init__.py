@@ -1,0 +1,49 @@
+"""lb: durable, load-balanced RPC for Python on nothing but Redis.
+
+The one import package of the ``lb`` distribution. Its subpackages are ``lb.broker`` (the Redis
+data model and Lua transitions, no user code), ``lb.sdk`` (the Resonate-style API, execution
+and replay) and ``lb.cli`` (the ``lb`` command, also ``python -m lb``). The names below are
+the public API; everything else may change between releases.
+"""
+
+from lb.broker.errors import (
+    BadInput,
+    BadTarget,
+    Fenced,
+    LbError,
+    NotFound,
+    PayloadTooLarge,
+    PromiseRejected,
+    RedisUnavailable,
+    Timeout,
+    UnknownFunction,
+)
+from lb.broker.settings import Settings
+from lb.sdk.context import AsyncContext, Context
+from lb.sdk.resonate import Handle, Options, Resonate
+from lb.sdk.retry import Constant, Exponential, Never, RetryPolicy
+from lb.version import __version__
+
+__all__ = [
+    "AsyncContext",
+    "BadInput",
+    "BadTarget",
+    "Constant",
+    "Context",
+    "Exponential",
+    "Fenced",
+    "Handle",
+    "LbError",
+    "Never",
+    "NotFound",
+    "Options",
+    "PayloadTooLarge",
+    "PromiseRejected",
+    "RedisUnavailable",
+    "Resonate",
+    "RetryPolicy",
+    "Settings",
+    "Timeout",
+    "UnknownFunction",
+    "__version__",
+]
