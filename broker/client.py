@@ -30,7 +30,7 @@ from lb.broker.errors import (
     PayloadTooLarge,
     RedisUnavailable,
 )
-from lb.broker.keys import PROMISE_STATES, Keys, check_group, check_id
+from lb.broker.keys import PROMISE_STATES, Keys, check_group, check_id, check_root_id
 from lb.broker.records import NO_FENCE, Fence, Promise, parse_promise
 from lb.broker.scripts import Scripts
 from lb.broker.settings import Settings
@@ -131,14 +131,62 @@ class Broker:
         With ``group`` a task is created and delivered to that group's stream in the same step.
         With ``listener`` the client's inbox gets the record when the promise settles.
         With ``fence`` the create is refused (:class:`Fenced`) unless the fence holds its task.
+        Without one the promise is a root (a call): its id may not contain ``:`` (step ids).
         """
-        check_id(promise_id)
+        raw = await self._create(
+            promise_id, param, param_headers, tags, timeout_ms, group, listener, fence, timer
+        )
+        return bool(raw[0]), parse_promise(raw[1:])
+
+    async def open_step(
+        self,
+        promise_id: str,
+        fence: Fence,
+        deadline: int,
+        *,
+        param: bytes = b"",
+        tags: dict[str, str] | None = None,
+        timeout_ms: int | None = None,
+        group: str | None = None,
+        timer: bool = False,
+    ) -> tuple[Promise, int]:
+        """Create (or find) a durable step of the call ``fence`` holds; returns the step and the
+        Redis clock of this call in ms.
+
+        The step's deadline is now + ``timeout_ms`` (default: none of its own), capped at
+        ``deadline`` (the parent's, absolute ms): a step never outlives its call. Remaining
+        times are to be computed from the returned clock, never from the local one.
+        """
+        raw = await self._create(
+            promise_id, param, b"", tags, timeout_ms, group, None, fence, timer, deadline
+        )
+        return parse_promise(raw[1:11]), int(raw[11])
+
+    async def _create(
+        self,
+        promise_id: str,
+        param: bytes,
+        param_headers: bytes,
+        tags: dict[str, str] | None,
+        timeout_ms: int | None,
+        group: str | None,
+        listener: str | None,
+        fence: Fence | None,
+        timer: bool,
+        cap: int | None = None,
+    ) -> Any:
+        if fence is None:
+            check_root_id(promise_id)
+        else:
+            check_id(promise_id)
         if group is not None:
             check_group(group)
         if len(param) + len(param_headers) > self.settings.max_payload:
             raise PayloadTooLarge(f"params are over the {self.settings.max_payload}-byte limit")
         tags_json = _tags_json(tags)
-        timeout = _timeout_ms(timeout_ms, self.settings.default_timeout_ms)
+        # A step with no timeout of its own lives until its parent's deadline (the cap).
+        default = MAX_TIMEOUT_MS if cap is not None else self.settings.default_timeout_ms
+        timeout = _timeout_ms(timeout_ms, default)
         args = [
             promise_id,
             param,
@@ -149,9 +197,9 @@ class Broker:
             listener or "",
             *(fence.args() if fence else NO_FENCE),
             "1" if timer else "0",
+            "" if cap is None else cap,
         ]
-        raw = await self.script("create", [self.keys.promise(promise_id)], args)
-        return bool(raw[0]), parse_promise(raw[1:])
+        return await self.script("create", [self.keys.promise(promise_id)], args)
 
     async def create_many(
         self, group: str, items: list[tuple[str, bytes]], timeout_ms: int | None = None
@@ -165,7 +213,7 @@ class Broker:
         timeout = _timeout_ms(timeout_ms, self.settings.default_timeout_ms)
         by_base: dict[str, list[int]] = {}
         for i, (pid, param) in enumerate(items):
-            check_id(pid)
+            check_root_id(pid)
             if len(param) > self.settings.max_payload:
                 raise PayloadTooLarge(f"params of {pid!r} are over the limit")
             by_base.setdefault(self.keys.base_for(pid), []).append(i)

@@ -48,6 +48,11 @@ class UnknownFunction(LbError):
     exit_code = 3
 
 
+class AlreadyRegistered(BadInput):
+    """Raised when a second function is registered under a name (and version) already taken:
+    rename one of them, or give it another ``version``."""
+
+
 class NotFound(LbError, KeyError):
     """Raised when a promise or task with that id does not exist (or has expired)."""
 

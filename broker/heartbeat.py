@@ -1,13 +1,17 @@
 """The heartbeat, run on its own thread with its own synchronous connection.
 
-Why a thread: user code may hold the event loop (a blocking call inside ``async def``) or the
-GIL in short slices (CPU-bound ``def``); a dedicated thread keeps heartbeating through both, so a
-healthy but busy worker never loses its tasks to a false takeover.
+Why a thread: user code may hold the GIL in short slices (CPU-bound ``def``); a dedicated
+thread keeps heartbeating through that, so a healthy but busy worker never loses its tasks to
+a false takeover. A heartbeat must also be honest: given ``progress`` (the monotonic time the
+worker's event loop last ticked), the thread renews nothing while the loop has not ticked for
+``stall_after`` seconds (a blocking call inside ``async def`` holds it), so the tasks of a
+worker whose loop no longer progresses are taken over like those of a dead one.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -38,6 +42,9 @@ class Heartbeat(threading.Thread):
         interval: float,
         held: Callable[[], list[tuple[str, str, str]]],
         on_lost: Callable[[list[tuple[str, str]]], None],
+        progress: Callable[[], float] | None = None,
+        stall_after: float = float("inf"),
+        on_stall: Callable[[float], None] | None = None,
     ) -> None:
         super().__init__(name=f"lb-heartbeat-{pid}", daemon=True)
         self.settings = settings
@@ -46,6 +53,9 @@ class Heartbeat(threading.Thread):
         self.interval = interval
         self.held = held
         self.on_lost = on_lost
+        self.progress = progress
+        self.stall_after = stall_after
+        self.on_stall = on_stall
         self.stopping = threading.Event()
         self.client = redis.Redis.from_url(
             settings.url,
@@ -83,6 +93,13 @@ class Heartbeat(threading.Thread):
 
     def run(self) -> None:
         while not self.stopping.is_set():
+            if self.progress is not None:
+                stalled = time.monotonic() - self.progress()
+                if stalled > self.stall_after:
+                    if self.on_stall is not None:
+                        self.on_stall(stalled)
+                    self.stopping.wait(self.interval)
+                    continue
             try:
                 lost = self.beat()
                 if lost:

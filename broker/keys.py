@@ -26,6 +26,7 @@ __all__ = [
     "check_func_name",
     "check_group",
     "check_id",
+    "check_root_id",
     "root_of",
 ]
 
@@ -49,6 +50,22 @@ def check_id(value: object, what: str = "id") -> str:
         raise BadInput(f"{what} is longer than {MAX_ID_BYTES} bytes")
     if _CONTROL.search(value):
         raise BadInput(f"{what} {value[:40]!r} contains a control character (NUL, newline, ...)")
+    return value
+
+
+def check_root_id(value: object, what: str = "id") -> str:
+    """Return ``value`` if it can name a call (a root promise), else raise :class:`BadInput`.
+
+    A root id follows :func:`check_id` and has no ``:``: step ids are ``<root>:<n>``, so a
+    root id with a colon could equal a step of another call (Resonate 0.8 has the same rule).
+    """
+    check_id(value, what)
+    assert isinstance(value, str)
+    if ":" in value:
+        raise BadInput(
+            f"{what} {value[:40]!r} contains ':', which lb keeps for the ids of durable steps "
+            "(root:1, root:1.2); choose an id without ':' (for example with '-' or '/')"
+        )
     return value
 
 
@@ -121,6 +138,16 @@ class Keys:
     @staticmethod
     def timeouts(base: str) -> str:
         return f"{base}:timeouts"
+
+    @staticmethod
+    def delayed(base: str) -> str:
+        """Tasks waiting for a later re-delivery (task id -> due time, Redis ms)."""
+        return f"{base}:delayed"
+
+    @staticmethod
+    def children(base: str, root: str) -> str:
+        """Settled steps of a pending root, retained from the root's settle on."""
+        return f"{base}:ch:{root}"
 
     @staticmethod
     def gc(base: str) -> str:

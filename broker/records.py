@@ -93,7 +93,7 @@ class Claimed:
 
     task_id: str
     version: str
-    attempts: int
+    strikes: int  # deliveries in a row that ended in nothing, this one included (poison guard)
     param: bytes
     param_headers: bytes
     timeout_at: int
@@ -101,6 +101,7 @@ class Claimed:
     base: str
     group: str
     previous_holder: str | None = None
+    lapses: int = 0  # earlier deliveries that ended in nothing (holder died or stalled)
 
     def fence(self, pid: str) -> Fence:
         return Fence(self.task_id, self.version, pid)
@@ -117,7 +118,7 @@ def parse_claims(rows: list[Any], base: str, group: str) -> tuple[list[Claimed],
                 Claimed(
                     task_id=_s(row[2]),
                     version=_s(row[3]),
-                    attempts=_i(row[4]),
+                    strikes=_i(row[4]),
                     param=row[5] or b"",
                     param_headers=row[6] or b"",
                     timeout_at=_i(row[7]),
@@ -125,6 +126,7 @@ def parse_claims(rows: list[Any], base: str, group: str) -> tuple[list[Claimed],
                     base=base,
                     group=group,
                     previous_holder=_s(row[8]) if len(row) > 8 and row[8] else None,
+                    lapses=_i(row[9]) if len(row) > 9 else 0,
                 )
             )
         elif kind == "dead":

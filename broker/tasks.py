@@ -140,12 +140,23 @@ class TaskQueue:
         )
         return _s(res[0])
 
-    async def release(self, fence: Fence, failed: bool = False, reason: str = "") -> str:
-        """Hand the task back to the group: 'released', or 'dead' when it failed too often."""
+    async def release(
+        self, fence: Fence, failed: bool = False, reason: str = "", delay_ms: int = 0
+    ) -> str:
+        """Hand the task back to the group: 'released', or 'dead' when it failed too often.
+
+        With ``delay_ms`` the task is delivered again only after that long (by the sweeper),
+        so a call no worker online can serve does not bounce between them."""
         res = await self.broker.script(
             "release",
             [self.keys.task(fence.task_id)],
-            [*fence.args(), "1" if failed else "0", reason, self.broker.settings.max_failures],
+            [
+                *fence.args(),
+                "1" if failed else "0",
+                reason,
+                self.broker.settings.max_failures,
+                int(delay_ms),
+            ],
         )
         return _s(res)
 

@@ -17,7 +17,7 @@ from lb.broker.client import Broker
 from lb.broker.codec import decode
 from lb.broker.embedded import EmbeddedRedis
 from lb.broker.errors import BadInput, LbError, UnknownFunction
-from lb.broker.keys import check_func_name, check_group, check_id
+from lb.broker.keys import check_func_name, check_group, check_id, check_root_id
 from lb.broker.status import known_functions
 from lb.cli.common import (
     Seconds,
@@ -70,6 +70,8 @@ def _event_printer(kind: str, data: dict[str, Any]) -> None:
         "fenced",
         "dead-letter",
         "refused",
+        "passed-on",
+        "stalled",
         "released",
         "redis-down",
         "redis-wait",
@@ -176,7 +178,7 @@ def invoke(
 
     group = parse_target(target)
     check_func_name(func)
-    pid = check_id(promise_id or str(uuid.uuid4()), "--id")
+    pid = check_root_id(promise_id or str(uuid.uuid4()), "--id")
     args = parse_json(args_json, "--args")
     if args is None:
         args = (

@@ -7,6 +7,7 @@ the public API; everything else may change between releases.
 """
 
 from lb.broker.errors import (
+    AlreadyRegistered,
     BadInput,
     BadTarget,
     Fenced,
@@ -19,12 +20,13 @@ from lb.broker.errors import (
     UnknownFunction,
 )
 from lb.broker.settings import Settings
-from lb.sdk.context import AsyncContext, Context
+from lb.sdk.context import AsyncContext, Context, StepOptions
 from lb.sdk.resonate import Handle, Options, Resonate
 from lb.sdk.retry import Constant, Exponential, Never, RetryPolicy
 from lb.version import __version__
 
 __all__ = [
+    "AlreadyRegistered",
     "AsyncContext",
     "BadInput",
     "BadTarget",
@@ -43,6 +45,7 @@ __all__ = [
     "Resonate",
     "RetryPolicy",
     "Settings",
+    "StepOptions",
     "Timeout",
     "UnknownFunction",
     "__version__",

@@ -5,6 +5,17 @@ Replay rule: every step gets a deterministic child id from its parent and call o
 function re-runs (after a takeover, a suspension or a retry) a step whose promise already
 settled returns the stored value and its code is not executed again.
 
+Retry rule: transient failures are retried where they happen. A ``ctx.run`` step retries its
+own code under its own policy (default :class:`Exponential`; pass ``ctx.options(retry=...)``
+as the last argument) and stores only its final outcome. A step outcome that is final (a step
+that exhausted its retries, or a settled child or promise that was rejected) ends the function
+without a function-level retry, since a retry would only replay it; the function's own retry
+policy covers failures of its own code between steps.
+
+Time rule: deadlines come from Redis. A step's deadline is capped at its call's; remaining
+sleep time is computed from the Redis clock returned by the script and waited on the monotonic
+clock, so a worker whose wall clock jumps neither cuts a sleep short nor stretches it.
+
 All step mutations are fenced by the execution's (task id, version, pid): after a takeover
 they raise :class:`Lost`, which unwinds the function without settling anything.
 
@@ -27,12 +38,27 @@ from lb.broker.errors import BadInput, Fenced, PromiseRejected, RedisUnavailable
 from lb.broker.records import Claimed, Fence, Promise
 from lb.sdk.durations import seconds_to_ms
 from lb.sdk.encoding import Call, decode_error, encode_error
+from lb.sdk.retry import Exponential, RetryPolicy
 from lb.sdk.target import parse_target
 
 if TYPE_CHECKING:
     from lb.sdk.worker import Worker
 
-__all__ = ["AsyncContext", "Context", "Lost", "Suspend"]
+__all__ = ["AsyncContext", "Context", "Lost", "StepOptions", "Suspend"]
+
+
+@dataclass(frozen=True)
+class StepOptions:
+    """Options of one ``ctx.run`` step, passed as its last positional argument
+    (``ctx.run(fn, x, ctx.options(retry=Never()))``, as in Resonate's SDKs)."""
+
+    retry: RetryPolicy = field(default_factory=Exponential)
+
+
+def _split_options(args: tuple[Any, ...]) -> tuple[tuple[Any, ...], StepOptions]:
+    if args and isinstance(args[-1], StepOptions):
+        return args[:-1], args[-1]
+    return args, StepOptions()
 
 
 class Suspend(BaseException):
@@ -60,6 +86,9 @@ class Execution:
     worker: Worker
     lost: bool = False
     counter: int = 0
+    retries: int = 0  # function-level retries in this delivery
+    is_async_fn: bool = False
+    final: set[int] = field(default_factory=set, repr=False)  # ids of final step failures
     task: asyncio.Task[Any] | None = field(default=None, repr=False)
 
     @property
@@ -93,8 +122,15 @@ class AsyncContext:
 
     @property
     def attempt(self) -> int:
-        """How many times this task has been delivered (1 on the first run)."""
-        return self._ex.claimed.attempts
+        """Which try of the function this is: 1 on the first run, +1 for each retry after a
+        failure (its own retry policy) and for each earlier delivery that ended in nothing
+        (the worker died or stalled). Resumes after a suspension and clean hand-backs do not
+        count."""
+        return 1 + self._ex.claimed.lapses + self._ex.retries
+
+    def options(self, retry: RetryPolicy | None = None) -> StepOptions:
+        """Options for one ``ctx.run`` step, passed as its last positional argument."""
+        return StepOptions(retry=retry or Exponential())
 
     @property
     def worker(self) -> str:
@@ -106,19 +142,24 @@ class AsyncContext:
         if self._ex.lost:
             raise Lost(self.id)
 
-    def _remaining_ms(self) -> int:
-        left = self._ex.claimed.timeout_at - self._w.redis_now_ms()
-        return max(1, left)
-
-    async def _open(self, cid: str, **kw: Any) -> Promise:
+    async def _open_at(self, cid: str, **kw: Any) -> tuple[Promise, int]:
+        """Create (or find) step ``cid``; returns it and the Redis clock (ms) of the call."""
         self._check()
-        kw.setdefault("timeout_ms", self._remaining_ms())
         try:
-            _, p = await self._w.broker.create(cid, fence=self._ex.fence, **kw)
+            return await self._w.broker.open_step(
+                cid, self._ex.fence, self._ex.claimed.timeout_at, **kw
+            )
         except Fenced:
             self._ex.lost = True
             raise Lost(self.id) from None
-        return p
+
+    async def _open(self, cid: str, **kw: Any) -> Promise:
+        return (await self._open_at(cid, **kw))[0]
+
+    def _final(self, exc: BaseException) -> BaseException:
+        """Mark ``exc`` as a step's final outcome: the function is not retried for it."""
+        self._ex.final.add(id(exc))
+        return exc
 
     async def _close(self, cid: str, ok: bool, value: Any) -> None:
         limit = self._w.settings.max_payload
@@ -140,7 +181,7 @@ class AsyncContext:
         if p.state == "resolved":
             return decode(p.value, limit, what=f"value of {p.id}") if p.value else None
         etype, msg = decode_error(p.value, limit)
-        raise PromiseRejected(p.id, p.state, etype, msg)
+        raise self._final(PromiseRejected(p.id, p.state, etype, msg))
 
     async def _rpc_open(
         self,
@@ -161,7 +202,7 @@ class AsyncContext:
     async def _sleep_open(self, seconds: float) -> float | None:
         """Create the timer; seconds left to wait here, or None when it already fired."""
         cid = self._ex.child_id()
-        p = await self._open(
+        p, now = await self._open_at(
             cid,
             timeout_ms=seconds_to_ms(seconds, "sleep"),
             timer=True,
@@ -169,33 +210,45 @@ class AsyncContext:
         )
         if p.settled:
             return None
-        left = (p.timeout_at - self._w.redis_now_ms()) / 1000.0
+        left = (p.timeout_at - now) / 1000.0  # both on the Redis clock
         if left > self._w.suspend_after:
             raise Suspend([cid])
         return max(0.0, left)
 
     # -- public API ----------------------------------------------------------------------
     async def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run ``fn`` once as a checkpoint; after it settled, replays return its stored value.
+        """Run ``fn`` as a checkpoint; once it settled, replays return its stored outcome.
 
-        A failing ``fn`` settles the step rejected and raises (the original exception on the
-        first run, :class:`PromiseRejected` when replayed).
+        A failing ``fn`` is retried here under the step's policy (``ctx.options(retry=...)``
+        as the last argument; default :class:`Exponential`); only the final outcome is stored.
+        A final failure raises (the original exception on the first run,
+        :class:`PromiseRejected` when replayed) and is not retried at the function level.
         """
+        args, opts = _split_options(args)
         cid = self._ex.child_id()
         p = await self._open(cid)
         if p.settled:
             return self._value(p)
-        try:
-            result = fn(*args, **kwargs)
-            if inspect.isawaitable(result):
-                result = await result
-        except (Suspend, Lost, RedisUnavailable):
-            raise  # an outage is not the step's failure: leave the step open for the re-run
-        except Exception as exc:
-            await self._close(cid, False, exc)
-            raise
-        await self._close(cid, True, result)
-        return result
+        tries = 0
+        while True:
+            try:
+                result = fn(*args, **kwargs)
+                if inspect.isawaitable(result):
+                    result = await result
+            except (Suspend, Lost, RedisUnavailable):
+                raise  # an outage is not the step's failure: leave the step open for the re-run
+            except Exception as exc:
+                tries += 1
+                delay = opts.retry.delay(tries)
+                if delay is None:
+                    await self._close(cid, False, exc)
+                    self._final(exc)
+                    raise
+                await asyncio.sleep(delay)
+                self._check()
+                continue
+            await self._close(cid, True, result)
+            return result
 
     async def rpc(
         self,
@@ -235,8 +288,18 @@ class AsyncContext:
         return cid
 
     async def wait(self, promise_id: str) -> Any:
-        """The value of a promise; suspends this task while it is pending."""
+        """The value of a promise; suspends this task while it is pending.
+
+        Raises :class:`~lb.broker.errors.NotFound` when no such promise exists, and
+        :class:`~lb.broker.errors.BadInput` for a promise kept in another shard than this
+        call (its settlement could not wake this task)."""
         self._check()
+        keys = self._w.broker.keys
+        if keys.shard_of(promise_id) != keys.shard_of(self.id):
+            raise BadInput(
+                f"cannot wait on {promise_id!r} from {self.id!r}: they live in different shards "
+                "(a call can wait on its own steps and on promises with its root's id prefix)"
+            )
         p = await self._w.broker.get(promise_id)
         if p.settled:
             return self._value(p)
@@ -257,22 +320,43 @@ class Context:
     attempt = property(lambda self: self._a.attempt)
     worker = property(lambda self: self._a.worker)
 
+    def options(self, retry: RetryPolicy | None = None) -> StepOptions:
+        """See :meth:`AsyncContext.options`."""
+        return self._a.options(retry)
+
     def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """See :meth:`AsyncContext.run`; ``fn`` runs on this thread."""
         a = self._a
+        args, opts = _split_options(args)
         cid = a._ex.child_id()
         p = self._io.call(a._open(cid))
         if p.settled:
             return a._value(p)
-        try:
-            result = fn(*args, **kwargs)
-        except (Suspend, Lost, RedisUnavailable):
-            raise  # an outage is not the step's failure: leave the step open for the re-run
-        except Exception as exc:
-            self._io.call(a._close(cid, False, exc))
-            raise
-        self._io.call(a._close(cid, True, result))
-        return result
+        tries = 0
+        while True:
+            try:
+                result = fn(*args, **kwargs)
+            except (Suspend, Lost, RedisUnavailable):
+                raise  # an outage is not the step's failure: leave the step open for the re-run
+            except Exception as exc:
+                tries += 1
+                delay = opts.retry.delay(tries)
+                if delay is None:
+                    self._io.call(a._close(cid, False, exc))
+                    a._final(exc)
+                    raise
+                self._wait(delay)
+                continue
+            self._io.call(a._close(cid, True, result))
+            return result
+
+    def _wait(self, seconds: float) -> None:
+        """Wait on this thread's monotonic clock, stopping early if the task was lost."""
+        end = time.monotonic() + seconds
+        while (rest := end - time.monotonic()) > 0:
+            self._a._check()
+            time.sleep(min(rest, 0.25))
+        self._a._check()
 
     def rpc(
         self,
@@ -291,11 +375,7 @@ class Context:
     def sleep(self, duration: float | timedelta) -> None:
         """See :meth:`AsyncContext.sleep`; waits on this thread, stopping early if lost."""
         left = self._io.call(self._a._sleep_open(_seconds(duration)))
-        end = time.monotonic() + (left or 0.0)
-        while (rest := end - time.monotonic()) > 0:
-            self._a._check()
-            time.sleep(min(rest, 0.25))
-        self._a._check()
+        self._wait(left or 0.0)
 
     def promise(self, timeout: float | None = None) -> str:
         """See :meth:`AsyncContext.promise`."""

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from lb.broker.errors import UnknownFunction
+from lb.broker.errors import AlreadyRegistered, UnknownFunction
 from lb.broker.keys import check_func_name
 from lb.sdk.retry import Exponential, RetryPolicy
 
@@ -39,7 +39,18 @@ class Registry:
         version: int = 1,
         retry: RetryPolicy | None = None,
     ) -> Function:
+        """Register ``fn``; :class:`AlreadyRegistered` when another function has the name.
+
+        Registering the very same function again (same name, version and policy) is a no-op,
+        so an app module imported twice does not fail."""
         entry = Function(fn, check_func_name(name or fn.__name__), version, retry or Exponential())
+        old = self._by_name.get(entry.name)
+        if old is not None and old != entry:
+            raise AlreadyRegistered(
+                f"function name {entry.name!r} is already registered (to "
+                f"{getattr(old.fn, '__qualname__', old.fn)!r}); register the other one under "
+                "another name"
+            )
         self._by_name[entry.name] = entry
         return entry
 

@@ -26,7 +26,7 @@ from lb.broker.client import Broker
 from lb.broker.codec import decode, encode
 from lb.broker.embedded import EmbeddedRedis
 from lb.broker.errors import PromiseRejected
-from lb.broker.keys import check_id
+from lb.broker.keys import check_root_id
 from lb.broker.records import Promise
 from lb.broker.settings import Settings
 from lb.sdk.durations import check_seconds, seconds_to_ms
@@ -117,7 +117,7 @@ class Options:
         r = self._r
         name = func if isinstance(func, str) else getattr(func, "name", func.__name__)
         limit = r.settings.max_payload
-        items = [(check_id(pid), Call(name, list(args)).encode(limit)) for pid, args in calls]
+        items = [(check_root_id(pid), Call(name, list(args)).encode(limit)) for pid, args in calls]
         timeout_ms = None if self.timeout is None else seconds_to_ms(self.timeout)
         async with r._inflight:
             created = await r._broker.create_many(self.group, items, timeout_ms)
@@ -161,7 +161,7 @@ class Options:
         wait: bool,
     ) -> tuple[Handle, asyncio.Future[Promise] | None]:
         r = self._r
-        check_id(promise_id)
+        check_root_id(promise_id)
         name = func if isinstance(func, str) else getattr(func, "name", func.__name__)
         param = Call(name, list(args), kwargs).encode(r.settings.max_payload)
         timeout_ms = None if self.timeout is None else seconds_to_ms(self.timeout)

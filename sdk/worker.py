@@ -45,6 +45,10 @@ log = logging.getLogger("lb.worker")
 # How long a running execution waits out a Redis outage (retrying its steps and its completion)
 # before it is abandoned to the takeover path.
 OUTAGE_PATIENCE_S = 30.0
+# How long a call for a function this worker does not have waits before its next delivery.
+PASS_ON_DELAY_MS = 1000
+# The event loop must tick at least this often (fraction of the ttl) for heartbeats to renew.
+LOOP_STALL_FRACTION = 0.5
 
 
 def worker_name() -> str:
@@ -79,24 +83,14 @@ class Worker:
         self._free = asyncio.Event()
         self._stopping = False
         self._loops: list[asyncio.Task[None]] = []
-        self._offset_ms = 0
         self._takeover_due = False
         self.redis_ok_at = 0.0  # monotonic time of the last sweep Redis answered
         self._takeover_lock = asyncio.Lock()
+        self.loop_tick = time.monotonic()
+        self._stall_logged = False
         self.heartbeat: Heartbeat | None = None
         self.completed = 0
         self.pool = DaemonPool(self.slots)
-
-    # -- clock ----------------------------------------------------------------------------
-    def redis_now_ms(self) -> int:
-        """Redis server time, estimated from the local clock and a measured offset."""
-        return int(time.time() * 1000) + self._offset_ms
-
-    async def _sync_clock(self) -> None:
-        t0 = time.time()
-        sec, usec = await self.broker.redis.time()
-        t1 = time.time()
-        self._offset_ms = int(sec * 1000 + usec // 1000 - (t0 + t1) * 500)
 
     def _emit(self, kind: str, **data: Any) -> None:
         if self.on_event is None and not log.isEnabledFor(logging.INFO):
@@ -110,13 +104,13 @@ class Worker:
     async def start(self) -> None:
         """Join the group and start claiming (returns at once; work happens on the loop)."""
         await self.queue.ensure_group()
-        await self._sync_clock()
+        sec, usec = await self.broker.redis.time()  # the Redis clock: lb keeps no clock of its own
         await self.queue.register(
             {
                 "host": socket.gethostname(),
                 "pid": str(os.getpid()),
                 "slots": str(self.slots),
-                "started": str(self.redis_now_ms()),
+                "started": str(int(sec) * 1000 + int(usec) // 1000),
                 "funcs": ",".join(self.registry.names()),
             },
             self.settings.ttl_ms,
@@ -128,11 +122,16 @@ class Worker:
             self.settings.ttl_ms / 5000.0,
             self._held_snapshot,
             self._lost_from_thread,
+            progress=lambda: self.loop_tick,
+            stall_after=self.settings.ttl_ms / 1000.0 * LOOP_STALL_FRACTION,
+            on_stall=self._stalled_from_thread,
         )
         self.heartbeat.beat()
         self.heartbeat.start()
         loop = asyncio.get_running_loop()
+        self.loop_tick = time.monotonic()
         self._loops = [
+            loop.create_task(self._tick_loop()),
             loop.create_task(self._claim_loop()),
             loop.create_task(self._takeover_loop()),
             loop.create_task(self._sweep_loop()),
@@ -159,6 +158,36 @@ class Worker:
         self.pool.shutdown()
         await self.queue.close()
         await self.broker.close()
+
+    # -- loop liveness --------------------------------------------------------------------
+    async def _tick_loop(self) -> None:
+        """Proves to the heartbeat thread that the event loop makes progress."""
+        period = self.settings.ttl_ms / 10000.0
+        while not self._stopping:
+            now = time.monotonic()
+            if self._stall_logged and now - self.loop_tick < period * 4:
+                self._stall_logged = False
+                log.warning("worker %s: event loop running again", self.pid)
+            self.loop_tick = now
+            await asyncio.sleep(period)
+
+    def _stalled_from_thread(self, seconds: float) -> None:
+        """Called by the heartbeat thread while the loop is blocked: one loud line per stall."""
+        if self._stall_logged:
+            return
+        self._stall_logged = True
+        try:
+            names = sorted({ex.call.func for ex in list(self.running.values()) if ex.is_async_fn})
+        except RuntimeError:  # the dict changed under us: the names are a courtesy
+            names = []
+        msg = (
+            f"event loop blocked for {seconds:.1f} s (a blocking call in an async def? "
+            f"running async functions: {', '.join(names) or 'none'}); heartbeats stop renewing "
+            "its tasks, which other workers will take over"
+        )
+        log.error("worker %s: %s", self.pid, msg)
+        if self.on_event is not None:
+            self.on_event("stalled", {"worker": self.pid, "error": msg})
 
     # -- bookkeeping ----------------------------------------------------------------------
     def _held_snapshot(self) -> list[tuple[str, str, str]]:
@@ -241,7 +270,9 @@ class Worker:
             for tid in dead_ids:
                 self._emit("dead-letter", id=tid)
             for c in held:
-                self._emit("takeover", id=c.task_id, previous=c.previous_holder, attempt=c.attempts)
+                self._emit(
+                    "takeover", id=c.task_id, previous=c.previous_holder, attempt=1 + c.lapses
+                )
                 self._begin(c)
 
     async def _sweep_loop(self) -> None:
@@ -264,15 +295,30 @@ class Worker:
         fence = c.fence(self.pid)
         try:
             call = Call.decode(c.param, self.settings.max_payload)
-            fn = self.registry.get(call.func)
-        except (BadInput, UnknownFunction) as exc:
+        except BadInput as exc:
             asyncio.get_running_loop().create_task(self._refuse(c, str(exc)))
             return
-        ex = Execution(c, fence, call, self)
+        try:
+            fn = self.registry.get(call.func)
+        except UnknownFunction:
+            # Not this worker's function (a rolling deploy: old and new workers share a
+            # group). Not a failure of the call: hand it back for a later delivery, which
+            # another worker may serve; it waits at most until its promise's deadline.
+            asyncio.get_running_loop().create_task(self._pass_on(c, call.func))
+            return
+        ex = Execution(c, fence, call, self, is_async_fn=fn.is_async)
         self.running[c.task_id] = ex
         with self._held_lock:
             self._held[c.task_id] = (c.base, c.task_id, c.version)
         ex.task = asyncio.get_running_loop().create_task(self._execute(ex, fn.is_async))
+
+    async def _pass_on(self, c: Claimed, func: str) -> None:
+        delay_ms = int(PASS_ON_DELAY_MS * random.uniform(0.8, 1.2))
+        try:
+            await self.queue.release(c.fence(self.pid), delay_ms=delay_ms)
+            self._emit("passed-on", id=c.task_id, func=func, reason="not registered here")
+        except LbError as exc:
+            self._emit("passed-on", id=c.task_id, func=func, outcome=str(exc))
 
     async def _refuse(self, c: Claimed, reason: str) -> None:
         try:
@@ -309,7 +355,7 @@ class Worker:
 
     async def _execute(self, ex: Execution, is_async: bool) -> None:
         func = self.registry.get(ex.call.func)
-        self._emit("start", id=ex.id, func=ex.call.func, attempt=ex.claimed.attempts)
+        self._emit("start", id=ex.id, func=ex.call.func, attempt=1 + ex.claimed.lapses)
         retries = 0
         outage = [0.0, -1.0]  # [start, steps reached at the last failure] of this outage
         try:
@@ -324,7 +370,10 @@ class Worker:
                         if await self._ride_out(ex, exc, outage) == "rerun":
                             continue
                         return
-                    if outcome == "ready":
+                    if outcome in ("ready", "missing"):
+                        # ready: an awaited promise settled meanwhile. missing: one is gone
+                        # (purged, or never existed); the re-run meets it at its ctx call,
+                        # which raises NotFound there.
                         continue
                     self._emit("suspended", id=ex.id, on=s.awaited)
                     return
@@ -343,7 +392,10 @@ class Worker:
                             return
                         # ...unless it persists while lb's Redis answers: the function's own.
                     retries += 1
-                    delay = func.retry.delay(retries)
+                    # A step's final outcome (retried where it happened, or a rejected child)
+                    # would only be replayed by a function retry: it ends the call.
+                    final = id(exc) in ex.final
+                    delay = None if final else func.retry.delay(retries)
                     if delay is None or ex.lost:
                         await self._settle(
                             ex, "rejected", encode_error(exc, self.settings.max_payload)
@@ -351,6 +403,7 @@ class Worker:
                         return
                     self._emit("retry", id=ex.id, error=f"{type(exc).__name__}: {exc}", delay=delay)
                     await asyncio.sleep(delay)
+                    ex.retries = retries
                     continue
                 try:
                     data = encode(
@@ -426,7 +479,7 @@ class Worker:
                 self._emit("redis-wait", id=ex.id, error=str(exc))
                 await asyncio.sleep(_backoff(time.monotonic() - since))
         self.completed += 1
-        self._emit("done", id=ex.id, state=state, attempt=ex.claimed.attempts)
+        self._emit("done", id=ex.id, state=state, attempt=1 + ex.claimed.lapses + ex.retries)
 
 
 def _redis_down(exc: BaseException) -> bool:

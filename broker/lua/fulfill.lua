@@ -4,7 +4,8 @@
 -- ARGV[6] state (resolved|rejected)   ARGV[7] value   ARGV[8] value headers
 -- Returns the record (lib.lua FIELDS order).
 -- Guarantees: refused with FENCED unless (task id, version, pid) holds the task right now;
--- on success the promise settles (if still pending), the stream entry is acked and deleted
+-- on success the promise settles (if still pending and not past its deadline: a late
+-- completion finds it rejected_timedout, and the reply says so), the entry is acked and deleted
 -- in the same step, so the stream keeps only backlog and in-flight work. Counts the completion
 -- per worker in stats:<group> (for lb status / lb top).
 local tid, v, pid, state, value, vh = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
@@ -12,7 +13,9 @@ if not holds(tid, v, pid) then return fenced_error(tid, v, pid) end
 if state ~= 'resolved' and state ~= 'rejected' then
   return redis.error_reply('BADSTATE a task settles resolved or rejected')
 end
-settle(tid, state, value, vh, now_ms())
+local now = now_ms()
+-- Deadline first (as get does): a holder finishing after the deadline finds it timed out.
+if lazy_timeout(tid, now) == 'pending' then settle(tid, state, value, vh, now) end
 local sk = B .. ':stats:' .. redis.call('HGET', k_task(tid), 'group')
 redis.call('HINCRBY', sk, 'done:' .. pid, 1)
 redis.call('PEXPIRE', sk, RETENTION)

@@ -16,8 +16,10 @@ local function k_dlq(g) return B .. ':dlq:' .. g end
 local function k_state(s) return B .. ':ix:s:' .. s end
 local function k_tag(k, v) return B .. ':ix:t:' .. k .. '=' .. v end
 local function k_inbox(c) return B .. ':inbox:' .. c end
+local function k_children(root) return B .. ':ch:' .. root end
 local K_TIMEOUTS = B .. ':timeouts'
 local K_GC = B .. ':gc'
+local K_DELAYED = B .. ':delayed'
 local K_GROUPS = B .. ':groups'
 
 local FIELDS = {'id', 'state', 'param', 'ph', 'value', 'vh', 'tags', 'timeout_at',
@@ -62,6 +64,14 @@ local function drop_entry(group, eid)
   end
 end
 
+-- Schedule a settled promise (and its task) for purge at now + retention. The PEXPIRE is a
+-- safety net only: the sweeper deletes the promise and its index entries at that time.
+local function retain(id, now)
+  redis.call('ZADD', K_GC, now + RETENTION, id)
+  redis.call('PEXPIRE', k_promise(id), RETENTION + 86400000)
+  redis.call('PEXPIRE', k_task(id), RETENTION + 86400000)
+end
+
 -- Settle a pending promise exactly once. Returns the resulting state, or false if missing.
 -- Side effects, all in this one atomic step: indexes moved, timeout dropped, retention set,
 -- the promise's own task completed (its stream entry acked and deleted), suspended tasks
@@ -75,17 +85,24 @@ local function settle(id, state, value, vh, now)
   redis.call('ZREM', k_state('pending'), id)
   redis.call('ZADD', k_state(state), cur[2], id)
   redis.call('ZREM', K_TIMEOUTS, id)
-  redis.call('ZADD', K_GC, now + RETENTION, id)
-  -- Safety net only: the sweeper deletes the promise (and its index entries) at now+RETENTION.
-  redis.call('PEXPIRE', pk, RETENTION + 86400000)
   local tk = k_task(id)
   local t = redis.call('HMGET', tk, 'state', 'group', 'eid')
-  if t[1] then
-    if t[1] ~= 'fulfilled' then
-      drop_entry(t[2], t[3])
-      redis.call('HSET', tk, 'state', 'fulfilled', 'eid', '', 'pid', '')
-    end
-    redis.call('PEXPIRE', tk, RETENTION + 86400000)
+  if t[1] and t[1] ~= 'fulfilled' then
+    drop_entry(t[2], t[3])
+    redis.call('HSET', tk, 'state', 'fulfilled', 'eid', '', 'pid', '')
+  end
+  -- Retention rule: a step lives at least as long as its root is pending, then the root's
+  -- retention. A root (or a step whose root is gone or settled) is retained from now on; a
+  -- step of a pending root is parked in ch:<root> until the root settles.
+  local root = string.match(id, '^([^:]*):')
+  if root and redis.call('HGET', k_promise(root), 'state') == 'pending' then
+    redis.call('SADD', k_children(root), id)
+  else
+    retain(id, now)
+  end
+  if not root then
+    for _, kid in ipairs(redis.call('SMEMBERS', k_children(id))) do retain(kid, now) end
+    redis.call('DEL', k_children(id))
   end
   local cbs = redis.call('SMEMBERS', k_cb(id))
   for _, tid in ipairs(cbs) do resume(tid) end
@@ -103,21 +120,24 @@ local function settle(id, state, value, vh, now)
 end
 
 -- Settle a pending promise whose deadline passed: timers resolve, others time out.
+-- Returns the state after that (false when the promise does not exist).
 local function lazy_timeout(id, now)
   local p = redis.call('HMGET', k_promise(id), 'state', 'timeout_at', 'timer')
   if p[1] == 'pending' and tonumber(p[2]) <= now then
     if p[3] == '1' then
-      settle(id, 'resolved', '', '', now)
-    else
-      settle(id, 'rejected_timedout', '', '', now)
+      return settle(id, 'resolved', '', '', now)
     end
+    return settle(id, 'rejected_timedout', '', '', now)
   end
-  return p[1]
+  return p[1] or false
 end
 
 -- Store a new pending promise (indexes, deadline) and, with a group, its task on the stream.
-local function new_promise(id, param, ph, tags, timeout, group, timer, now)
+-- The deadline is now + timeout, capped at ``cap`` (absolute ms; a step's parent deadline) when
+-- one is given, so that a step never outlives the call it belongs to.
+local function new_promise(id, param, ph, tags, timeout, group, timer, now, cap)
   local timeout_at = now + timeout
+  if cap and cap < timeout_at then timeout_at = cap end
   redis.call('HSET', k_promise(id), 'id', id, 'state', 'pending', 'param', param, 'ph', ph,
              'value', '', 'vh', '', 'tags', tags, 'timeout_at', timeout_at, 'created_at', now,
              'settled_at', 0, 'timer', timer)
@@ -130,7 +150,7 @@ local function new_promise(id, param, ph, tags, timeout, group, timer, now)
   end
   if group ~= '' then
     redis.call('HSET', k_task(id), 'state', 'pending', 'v', 0, 'pid', '', 'group', group,
-               'eid', '', 'attempts', 0, 'fails', 0, 'created_at', now)
+               'eid', '', 'strikes', 0, 'fails', 0, 'created_at', now)
     deliver(id, group)
   end
 end
@@ -143,6 +163,44 @@ local function dead_letter(tid, group, eid, reason, now)
   redis.call('HSET', k_task(tid), 'eid', '')
   local value = cmsgpack.pack({type = 'DeadLettered', message = reason})
   settle(tid, 'rejected', value, '', now)
+end
+
+-- The claim transition, shared by acquire and takeover: entry ``eid`` (already in ``pid``'s
+-- pending list) of pending-or-lapsed task ``tid`` becomes the task held by ``pid`` at a new
+-- version. A promise past its deadline is timed out instead (its entry dropped: 'skip').
+-- ``strikes`` counts deliveries in a row that ended in nothing (no completion, suspension or
+-- clean release) including this one; past ``maxd`` the task is dead-lettered instead.
+-- Returns the reply row: {eid, 'ok', tid, version, strikes, param, ph, timeout_at, previous
+-- holder, lapses}, {eid, 'skip'} or {eid, 'dead', tid}; lapses = deliveries of this task so
+-- far that ended in nothing.
+local function claim(tid, eid, pid, group, now, maxd, prev)
+  if lazy_timeout(tid, now) ~= 'pending' then
+    drop_entry(group, eid)
+    return {eid, 'skip'}
+  end
+  local tk = k_task(tid)
+  local strikes = redis.call('HINCRBY', tk, 'strikes', 1)
+  -- The delivery before this one ended in nothing (its holder died or stalled): a lapse, which
+  -- ctx.attempt counts as a failed try of the function (a resume or a release is not one).
+  local lapses = tonumber(redis.call('HGET', tk, 'lapses') or '0')
+  if strikes > 1 then lapses = redis.call('HINCRBY', tk, 'lapses', 1) end
+  if strikes > maxd then
+    dead_letter(tid, group, eid, (strikes - 1) .. ' deliveries in a row ended without a ' ..
+                'completion, suspension or release (the worker died or stalled each time)', now)
+    return {eid, 'dead', tid}
+  end
+  local v = redis.call('HINCRBY', tk, 'v', 1)
+  redis.call('HSET', tk, 'state', 'acquired', 'pid', pid)
+  local p = redis.call('HMGET', k_promise(tid), 'param', 'ph', 'timeout_at')
+  return {eid, 'ok', tid, tostring(v), strikes, p[1], p[2], p[3], prev or '', lapses}
+end
+
+-- Dead-letter an entry that names no task (garbage on the stream).
+local function dead_entry(group, eid, tid, now)
+  redis.call('XADD', k_dlq(group), 'MAXLEN', '~', '10000', '*', 't', tid, 'eid', eid,
+             'reason', 'entry names no task', 'at', now)
+  drop_entry(group, eid)
+  return {eid, 'dead', tid}
 end
 
 -- True when (tid, v, pid) is the current holder of an acquired task.

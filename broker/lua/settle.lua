@@ -10,6 +10,7 @@ local id, state, value, vh = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local ftid, fv, fpid = ARGV[7], ARGV[8], ARGV[9]
 if ftid ~= '' and not holds(ftid, fv, fpid) then return fenced_error(ftid, fv, fpid) end
 local now = now_ms()
+-- Deadline first: a settle of an expired promise finds it timed out and changes nothing.
 local before = lazy_timeout(id, now)
 if not before then return nil end
 local changed = 0

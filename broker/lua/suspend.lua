@@ -4,7 +4,8 @@
 -- Returns 'suspended', or 'ready' when an awaited promise is already settled (the task stays
 -- held and the caller continues at once), or 'missing' plus an id that does not exist.
 -- Guarantees: fenced like every worker mutation; the suspended task holds no stream entry and
--- no worker slot; the callback registered here re-delivers it when an awaited promise settles.
+-- no worker slot; the callback registered here re-delivers it when an awaited promise settles;
+-- a suspension never counts toward dead-lettering (strikes reset to 0).
 local tid, v, pid = ARGV[3], ARGV[4], ARGV[5]
 if not holds(tid, v, pid) then return fenced_error(tid, v, pid) end
 local now = now_ms()
@@ -16,5 +17,6 @@ end
 for i = 6, #ARGV do redis.call('SADD', k_cb(ARGV[i]), tid) end
 local t = redis.call('HMGET', k_task(tid), 'group', 'eid')
 drop_entry(t[1], t[2])
-redis.call('HSET', k_task(tid), 'state', 'suspended', 'eid', '', 'pid', '')
+-- A suspension is a clean end of this delivery: the strike count starts again.
+redis.call('HSET', k_task(tid), 'state', 'suspended', 'eid', '', 'pid', '', 'strikes', 0)
 return {'suspended'}

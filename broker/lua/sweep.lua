@@ -4,8 +4,8 @@
 -- ARGV[6] worker registry horizon ms (entries older than this are dropped from w:<group>)
 -- Returns {holds lease (1|0), timeouts settled, promises purged, next deadline ms or -1, now}.
 -- Guarantees: only the lease holder sweeps (others return at once); time is the Redis clock;
--- timers resolve and other promises time out (rejected_timedout), waking their awaiters; a
--- purged promise leaves no key and no index entry behind.
+-- timers resolve and other promises time out (rejected_timedout), waking their awaiters;
+-- delayed tasks due are delivered again; a purged promise leaves no key and no index entry.
 local pid, lease_ms, limit, horizon = ARGV[3], ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
 local holder = redis.call('GET', KEYS[1])
 if holder and holder ~= pid then return {0, 0, 0, -1, 0} end
@@ -17,6 +17,12 @@ for _, id in ipairs(due) do
   -- a promise settled some other way is no longer in the index; make sure either way
   redis.call('ZREM', K_TIMEOUTS, id)
 end
+-- Delayed tasks whose time came go back on their group's stream (if still delayed).
+for _, tid in ipairs(redis.call('ZRANGEBYSCORE', K_DELAYED, '-inf', now, 'LIMIT', 0, limit)) do
+  local t = redis.call('HMGET', k_task(tid), 'state', 'group')
+  if t[1] == 'delayed' then deliver(tid, t[2]) end
+  redis.call('ZREM', K_DELAYED, tid)
+end
 local gone = redis.call('ZRANGEBYSCORE', K_GC, '-inf', now, 'LIMIT', 0, limit)
 for _, id in ipairs(gone) do
   local p = redis.call('HMGET', k_promise(id), 'state', 'tags')
@@ -27,7 +33,7 @@ for _, id in ipairs(gone) do
   for _, s in ipairs({'resolved', 'rejected', 'rejected_canceled', 'rejected_timedout'}) do
     redis.call('ZREM', k_state(s), id)
   end
-  redis.call('DEL', k_promise(id), k_task(id), k_cb(id), k_ls(id))
+  redis.call('DEL', k_promise(id), k_task(id), k_cb(id), k_ls(id), k_children(id))
   redis.call('ZREM', K_GC, id)
 end
 for _, g in ipairs(redis.call('SMEMBERS', K_GROUPS)) do

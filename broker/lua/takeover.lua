@@ -4,9 +4,10 @@
 -- ARGV[7] count (the worker's free slots)   ARGV[8] max deliveries
 -- ARGV[9..] optional: names of consumers known dead (their connection is gone); their entries
 --           are taken at once, whatever their idle time.
--- Returns {next cursor, {entry id, 'ok', task id, version, attempts, param, ph, timeout_at,
---   previous holder} | {entry id, 'skip'} | {entry id, 'dead', task id} ...}.
--- Claims use JUSTID (delivery counts live in the task hash: attempts), then read each entry.
+-- Returns {next cursor, row...}, each row as claim() in lib.lua makes it: {entry id, 'ok',
+--   task id, version, strikes, param, ph, timeout_at, previous holder} | {entry id, 'skip'} |
+--   {entry id, 'dead', task id}.
+-- Claims use JUSTID (delivery counts live in the task hash: strikes), then read each entry.
 -- Guarantees: XAUTOCLAIM and the version bump happen in this one atomic step, so from the
 -- moment a task is taken over every call of its old holder is refused (FENCED). Entries deleted
 -- from the stream are dropped from the pending list; stale entries are acked and deleted.
@@ -54,30 +55,19 @@ for _, eid in ipairs(claimed) do
     redis.call('XACK', q, CG, eid)
   else
     local t = false
-    if tid then t = redis.call('HMGET', k_task(tid), 'state', 'eid', 'attempts', 'pid') end
+    if tid then t = redis.call('HMGET', k_task(tid), 'state', 'eid', 'pid') end
     if not t or not t[1] then
-      redis.call('XADD', k_dlq(group), 'MAXLEN', '~', '10000', '*', 't', tid or '', 'eid', eid,
-                 'reason', 'entry names no task', 'at', now)
-      drop_entry(group, eid)
-      table.insert(out, {eid, 'dead', tid or ''})
+      table.insert(out, dead_entry(group, eid, tid or '', now))
     elseif t[2] ~= eid or (t[1] ~= 'acquired' and t[1] ~= 'pending') then
       drop_entry(group, eid)
       table.insert(out, {eid, 'skip'})
     else
-      local prev = t[4]
-      local attempts = redis.call('HINCRBY', k_task(tid), 'attempts', 1)
-      if attempts > maxd then
-        dead_letter(tid, group, eid, 'delivered ' .. (attempts - 1) ..
-                    ' times without completing (max deliveries reached)', now)
-        table.insert(out, {eid, 'dead', tid})
-      else
-        local v = redis.call('HINCRBY', k_task(tid), 'v', 1)
-        redis.call('HSET', k_task(tid), 'state', 'acquired', 'pid', pid)
-        local p = redis.call('HMGET', k_promise(tid), 'param', 'ph', 'timeout_at')
-        table.insert(out, {eid, 'ok', tid, tostring(v), attempts, p[1], p[2], p[3], prev})
+      local row = claim(tid, eid, pid, group, now, maxd, t[3])
+      if row[2] == 'ok' then
         redis.call('HINCRBY', B .. ':stats:' .. group, 'takeover:' .. pid, 1)
         redis.call('PEXPIRE', B .. ':stats:' .. group, RETENTION)
       end
+      table.insert(out, row)
     end
   end
 end

@@ -132,13 +132,16 @@ def test_max_deliveries_dead_letters_on_repeated_takeover(redis_url: str, prefix
             ca = await claim_one(a)
             await wait_idle(b, ca.entry_id, 100)
             held, _ = await bq.takeover(min_idle_ms=100, count=10)
-            assert [(h.version, h.attempts) for h in held] == [("2", 2)]
+            assert [(h.version, h.strikes) for h in held] == [("2", 2)]
             await wait_idle(b, ca.entry_id, 100)
             held_c, dead = await cq.takeover(min_idle_ms=100, count=10)
             assert held_c == [] and dead == ["job"]
             p = await b.get("job")
             assert p.state == "rejected"
-            assert "max deliveries" in msgpack.unpackb(p.value)["message"]
+            assert (
+                "deliveries in a row ended without a completion"
+                in msgpack.unpackb(p.value)["message"]
+            )
             dlq = await _dlq(b)
             assert [d["t"] for d in dlq] == ["job"]
             assert await stream_counts(b) == (0, 0)

@@ -91,7 +91,7 @@ def test_takeover_after_silence_fences_old_holder(redis_url: str, prefix: str) -
             held, dead = await bq.takeover(min_idle_ms=300, count=10)
             assert dead == [] and len(held) == 1
             cb = held[0]
-            assert (cb.task_id, cb.version, cb.previous_holder, cb.attempts) == ("job", "2", "A", 2)
+            assert (cb.task_id, cb.version, cb.previous_holder, cb.strikes) == ("job", "2", "A", 2)
             assert cb.param == b"p" and cb.entry_id == ca.entry_id
 
             fa = ca.fence("A")

@@ -49,7 +49,7 @@ def test_create_with_group_delivers_one_entry(redis_url: str, prefix: str) -> No
             eid, fields = entries[0]
             assert fields == {b"t": b"job"}
             t = await task_hash(b, "job")
-            assert (t["state"], t["v"], t["eid"], t["group"], t["attempts"]) == (
+            assert (t["state"], t["v"], t["eid"], t["group"], t["strikes"]) == (
                 "pending",
                 "0",
                 eid.decode(),
@@ -76,7 +76,7 @@ def test_read_and_acquire_gives_claimed_version_1(redis_url: str, prefix: str) -
         try:
             _, p = await b.create("job", b"params", param_headers=b"ph", group=GROUP)
             c = await claim_one(tq)
-            assert (c.task_id, c.version, c.attempts) == ("job", "1", 1)
+            assert (c.task_id, c.version, c.strikes) == ("job", "1", 1)
             assert (c.param, c.param_headers, c.timeout_at) == (b"params", b"ph", p.timeout_at)
             assert (c.base, c.group, c.previous_holder) == (base0(b), GROUP, None)
             t = await task_hash(b, "job")
@@ -249,7 +249,7 @@ def test_clean_release_counts_no_attempt(redis_url: str, prefix: str) -> None:
             previous = None
             for i in range(5):
                 c = await claim_one(a)
-                assert (c.version, c.attempts) == (str(i + 1), 1)
+                assert (c.version, c.strikes) == (str(i + 1), 1)
                 if previous is not None:
                     with pytest.raises(Fenced):
                         await a.fulfill(previous.fence("A"), "resolved", b"stale")
