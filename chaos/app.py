@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from chaos.journal import append
-from lb.sdk import Context, Never, Resonate
+from lb.sdk import Constant, Context, Never, Resonate
 
 __all__ = ["register"]
 
@@ -57,6 +57,32 @@ def chain(ctx: Context, token: int) -> dict[str, Any]:
     return {"steps": total, "child": child.get("echo"), "w": ctx.worker, "a": ctx.attempt}
 
 
+_FAILED_ONCE: set[str] = set()
+
+
+def _flaky(pid: str) -> int:
+    """Fails the first time this process runs it for ``pid``, then succeeds (a transient
+    failure the step's own retry policy must absorb)."""
+    if pid not in _FAILED_ONCE:
+        _FAILED_ONCE.add(pid)
+        raise ConnectionError(f"transient failure of {pid}")
+    return 1
+
+
+def saga(ctx: Context, token: int) -> dict[str, Any]:
+    """The shapes the lifecycle review found: 20 sequential children (20 suspensions), 20
+    durable sleeps, a step that fails and then succeeds, and a nested workflow (chain)."""
+    _begin(ctx, "saga")
+    total = 0
+    for i in range(20):
+        total += int(ctx.rpc("echo", i)["echo"][0])
+    for _ in range(20):
+        ctx.sleep(0.005)
+    total += int(ctx.run(_flaky, ctx.id, ctx.options(retry=Constant(0.01, 3))))
+    nested = ctx.rpc("chain", token)
+    return {"saga": total, "nested": nested.get("steps"), "w": ctx.worker, "a": ctx.attempt}
+
+
 def sink(ctx: Context, *args: Any, **kwargs: Any) -> int:
     """Accepts anything, returns a small value (used by the size-limit corpus cases)."""
     _begin(ctx, "sink")
@@ -68,4 +94,5 @@ def register(resonate: Resonate) -> None:
     resonate.register(nap, retry=Never())
     resonate.register(effect, retry=Never())
     resonate.register(chain)
+    resonate.register(saga)
     resonate.register(sink, retry=Never())

@@ -16,8 +16,8 @@ from lb.broker.keys import CONSUMER_GROUP, Keys
 
 __all__ = ["check_leaks"]
 
-PERMANENT = ("q", "dlq", "groups", "w", "timeouts", "gc", "ix")
-WITH_PROMISE = ("p", "t", "cb", "ls")
+PERMANENT = ("q", "dlq", "groups", "w", "timeouts", "gc", "ix", "delayed")
+WITH_PROMISE = ("p", "t", "cb", "ls", "ch")
 
 
 def _s(b: Any) -> str:
@@ -50,7 +50,11 @@ def check_leaks(url: str, prefix: str, group: str = "chaos") -> dict[str, Any]:
             if cl.pttl(key) != -1:
                 continue
             if kind in WITH_PROMISE:
-                state = cl.hget(Keys(prefix).promise(name), "state")
+                # A step of a pending root is kept until the root settles (retention rule).
+                owner = name.split(":", 1)[0] if kind == "ch" or ":" in name else name
+                state = cl.hget(Keys(prefix).promise(owner), "state")
+                if owner != name and state == b"pending":
+                    continue
                 if state == b"pending" and cl.zscore(timeouts, name) is not None:
                     if kind == "p":
                         pending_promises += 1

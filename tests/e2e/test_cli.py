@@ -198,6 +198,15 @@ def test_id_limits(lb: Lb) -> None:
     assert_one_line_error(lb("invoke", "--func", "echo", "--args", "[1]", "--id", ok + "x"), 2)
 
 
+def test_invoke_with_a_step_like_id_is_refused(lb: Lb) -> None:
+    """`lb invoke --id job:1` could be resolved by the first step of call `job`: refused with
+    exit 2 and one line that names the ':' rule, before anything is stored."""
+    res = lb("invoke", "--func", "echo", "--args", "[1]", "--id", "job:1")
+    assert_one_line_error(res, 2)
+    assert "':'" in res.err, res
+    assert lb("get", "job:1").code == 4
+
+
 def test_sigterm_hands_a_long_task_back_at_once(fleet: Fleet, client: Resonate) -> None:
     """`first` (ttl 30 s) holds a 30 s `grinder` call; `second` is idle. SIGTERM to `first`
     hands the task back at once: `first` logs `released` and exits cleanly, and `second`
