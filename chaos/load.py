@@ -47,7 +47,7 @@ def choose(seed: int, n: int) -> tuple[str, list[Any], random.Random]:
         return "nap", [rng.randint(50, 500)], rng
     if r < 0.85:
         return "effect", [n], rng
-    if r < 0.97:
+    if r < 0.99:
         return "chain", [n], rng
     return "saga", [n], rng
 
