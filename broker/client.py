@@ -38,6 +38,7 @@ from lb.broker.settings import Settings
 __all__ = ["Broker", "translate_errors"]
 
 T = TypeVar("T")
+CONNECT_RETRIES = 3
 _SETTLE_STATES = ("resolved", "rejected", "rejected_canceled")
 
 
@@ -103,11 +104,24 @@ class Broker:
             return await call()
 
     async def script(self, name: str, keys: list[str], args: list[Any]) -> Any:
-        """Run a script with the standard header (base, retention) prepended to ``args``."""
+        """Run a script with the standard header (base, retention) prepended to ``args``.
+
+        A connection that could not be opened in time is retried (up to CONNECT_RETRIES
+        times): nothing reached Redis, so a retry is safe for every script. A burst that keeps
+        this process's own event loop busy delays the connect's callback past its timeout
+        while Redis is fine; such a burst must slow down, not fail for want of a connection.
+        """
         base = keys[0][: keys[0].index("}") + 1]
         full = [base, self.settings.retention_ms, *args]
-        async with translate_errors():
-            return await self.batcher.call(name, keys, full)
+        for attempt in range(CONNECT_RETRIES + 1):
+            try:
+                async with translate_errors():
+                    return await self.batcher.call(name, keys, full)
+            except RedisUnavailable as exc:
+                if attempt == CONNECT_RETRIES or "Timeout connecting" not in str(exc):
+                    raise
+                await asyncio.sleep(0.05 * (attempt + 1))
+        raise AssertionError("unreachable")
 
     async def ping(self) -> None:
         await self._run(self.redis.ping)
