@@ -88,7 +88,8 @@ class Execution:
     counter: int = 0
     retries: int = 0  # function-level retries in this delivery
     is_async_fn: bool = False
-    final: set[int] = field(default_factory=set, repr=False)  # ids of final step failures
+    # Final step outcomes raised in this delivery (kept as objects: an id() could be reused).
+    final: list[BaseException] = field(default_factory=list, repr=False)
     task: asyncio.Task[Any] | None = field(default=None, repr=False)
 
     @property
@@ -158,7 +159,7 @@ class AsyncContext:
 
     def _final(self, exc: BaseException) -> BaseException:
         """Mark ``exc`` as a step's final outcome: the function is not retried for it."""
-        self._ex.final.add(id(exc))
+        self._ex.final.append(exc)
         return exc
 
     async def _close(self, cid: str, ok: bool, value: Any) -> None:

@@ -394,7 +394,7 @@ class Worker:
                     retries += 1
                     # A step's final outcome (retried where it happened, or a rejected child)
                     # would only be replayed by a function retry: it ends the call.
-                    final = id(exc) in ex.final
+                    final = any(exc is f for f in ex.final)
                     delay = None if final else func.retry.delay(retries)
                     if delay is None or ex.lost:
                         await self._settle(

@@ -17,6 +17,9 @@ local now = now_ms()
 local out = {}
 for i = 6, #ARGV, 2 do
   local eid, tid = ARGV[i], ARGV[i + 1]
+  -- The ownership lookup is what tells a stale read apart: an entry acked since (its task
+  -- settled, perhaps purged) or taken over is skipped untouched, never dead-lettered as
+  -- "names no task" nor dropped from under its holder.
   local own = redis.call('XPENDING', q, CG, eid, eid, 1)
   if not own[1] or own[1][2] ~= pid then
     table.insert(out, {eid, 'skip'})

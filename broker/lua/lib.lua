@@ -101,8 +101,11 @@ local function settle(id, state, value, vh, now)
     retain(id, now)
   end
   if not root then
-    for _, kid in ipairs(redis.call('SMEMBERS', k_children(id))) do retain(kid, now) end
-    redis.call('DEL', k_children(id))
+    local kids = redis.call('SMEMBERS', k_children(id))
+    if #kids > 0 then
+      for _, kid in ipairs(kids) do retain(kid, now) end
+      redis.call('DEL', k_children(id))
+    end
   end
   local cbs = redis.call('SMEMBERS', k_cb(id))
   for _, tid in ipairs(cbs) do resume(tid) end
@@ -182,8 +185,7 @@ local function claim(tid, eid, pid, group, now, maxd, prev)
   local strikes = redis.call('HINCRBY', tk, 'strikes', 1)
   -- The delivery before this one ended in nothing (its holder died or stalled): a lapse, which
   -- ctx.attempt counts as a failed try of the function (a resume or a release is not one).
-  local lapses = tonumber(redis.call('HGET', tk, 'lapses') or '0')
-  if strikes > 1 then lapses = redis.call('HINCRBY', tk, 'lapses', 1) end
+  local lapses = redis.call('HINCRBY', tk, 'lapses', strikes > 1 and 1 or 0)
   if strikes > maxd then
     dead_letter(tid, group, eid, (strikes - 1) .. ' deliveries in a row ended without a ' ..
                 'completion, suspension or release (the worker died or stalled each time)', now)
