@@ -34,6 +34,7 @@ from lb.broker.settings import Settings
 from lb.broker.tasks import TaskQueue
 from lb.sdk.context import AsyncContext, Context, Execution, Lost, Suspend
 from lb.sdk.encoding import Call, encode_error
+from lb.sdk.liveness import LoopWatch
 from lb.sdk.loop import IoLoop
 from lb.sdk.registry import Registry
 from lb.sdk.threads import DaemonPool
@@ -86,8 +87,13 @@ class Worker:
         self._takeover_due = False
         self.redis_ok_at = 0.0  # monotonic time of the last sweep Redis answered
         self._takeover_lock = asyncio.Lock()
-        self.loop_tick = time.monotonic()
-        self._stall_logged = False
+        self.watch = LoopWatch(
+            self.pid,
+            self.settings.ttl_ms / 10000.0,
+            self.settings.ttl_ms / 1000.0 * LOOP_STALL_FRACTION,
+            lambda: [ex.call.func for ex in list(self.running.values()) if ex.is_async_fn],
+            on_event,
+        )
         self.heartbeat: Heartbeat | None = None
         self.completed = 0
         self.pool = DaemonPool(self.slots)
@@ -122,16 +128,15 @@ class Worker:
             self.settings.ttl_ms / 5000.0,
             self._held_snapshot,
             self._lost_from_thread,
-            progress=lambda: self.loop_tick,
-            stall_after=self.settings.ttl_ms / 1000.0 * LOOP_STALL_FRACTION,
-            on_stall=self._stalled_from_thread,
+            progress=lambda: self.watch.tick,
+            stall_after=self.watch.stall_after,
+            on_stall=self.watch.stalled,
         )
         self.heartbeat.beat()
         self.heartbeat.start()
         loop = asyncio.get_running_loop()
-        self.loop_tick = time.monotonic()
         self._loops = [
-            loop.create_task(self._tick_loop()),
+            loop.create_task(self.watch.run(lambda: self._stopping)),
             loop.create_task(self._claim_loop()),
             loop.create_task(self._takeover_loop()),
             loop.create_task(self._sweep_loop()),
@@ -158,36 +163,6 @@ class Worker:
         self.pool.shutdown()
         await self.queue.close()
         await self.broker.close()
-
-    # -- loop liveness --------------------------------------------------------------------
-    async def _tick_loop(self) -> None:
-        """Proves to the heartbeat thread that the event loop makes progress."""
-        period = self.settings.ttl_ms / 10000.0
-        while not self._stopping:
-            now = time.monotonic()
-            if self._stall_logged and now - self.loop_tick < period * 4:
-                self._stall_logged = False
-                log.warning("worker %s: event loop running again", self.pid)
-            self.loop_tick = now
-            await asyncio.sleep(period)
-
-    def _stalled_from_thread(self, seconds: float) -> None:
-        """Called by the heartbeat thread while the loop is blocked: one loud line per stall."""
-        if self._stall_logged:
-            return
-        self._stall_logged = True
-        try:
-            names = sorted({ex.call.func for ex in list(self.running.values()) if ex.is_async_fn})
-        except RuntimeError:  # the dict changed under us: the names are a courtesy
-            names = []
-        msg = (
-            f"event loop blocked for {seconds:.1f} s (a blocking call in an async def? "
-            f"running async functions: {', '.join(names) or 'none'}); heartbeats stop renewing "
-            "its tasks, which other workers will take over"
-        )
-        log.error("worker %s: %s", self.pid, msg)
-        if self.on_event is not None:
-            self.on_event("stalled", {"worker": self.pid, "error": msg})
 
     # -- bookkeeping ----------------------------------------------------------------------
     def _held_snapshot(self) -> list[tuple[str, str, str]]:
