@@ -122,8 +122,7 @@ def app_loader(spec: str) -> Callable[[Any], None]:
 
     def setup(resonate: Any) -> None:
         if hasattr(target, "registry") and hasattr(target.registry, "names"):
-            for name in target.registry.names():
-                f = target.registry.get(name)
+            for f in target.registry.entries():
                 resonate.register(f.fn, name=f.name, version=f.version, retry=f.retry)
         elif isinstance(target, list | tuple):
             for f in target:

@@ -1,7 +1,7 @@
 """How calls, values and errors are laid out inside promises (msgpack, never pickle).
 
 * params of a function call: ``{"func": name, "args": [...], "kwargs": {...}, "v": version}``
-  plus ``"parent": id`` for children created by ``ctx.rpc``;
+  (version 0: the highest a worker has) plus ``"parent": id`` for children of ``ctx.rpc``;
 * a resolved value: the msgpack of the value itself;
 * a rejected value: ``{"type": exception type name, "message": str(exception)}``.
 """
@@ -23,7 +23,7 @@ class Call:
     func: str
     args: list[Any] = field(default_factory=list)
     kwargs: dict[str, Any] = field(default_factory=dict)
-    version: int = 1
+    version: int = 0  # 0: whichever version is the highest on the worker that runs it
     parent: str | None = None
 
     def encode(self, max_payload: int) -> bytes:
@@ -46,13 +46,14 @@ class Call:
         func = check_func_name(body.get("func"))
         args = body.get("args", [])
         kwargs = body.get("kwargs", {})
-        version = body.get("v", 1)
+        version = body.get("v", 0)
         parent = body.get("parent")
         if not isinstance(args, list) or not isinstance(kwargs, dict):
             raise BadInput("task params have malformed args/kwargs")
         if not all(isinstance(k, str) for k in kwargs):
             raise BadInput("task params have non-string keyword names")
-        if not isinstance(version, int) or (parent is not None and not isinstance(parent, str)):
+        bad_version = isinstance(version, bool) or not isinstance(version, int) or version < 0
+        if bad_version or (parent is not None and not isinstance(parent, str)):
             raise BadInput("task params have a malformed version or parent")
         return cls(func, args, kwargs, version, parent)
 

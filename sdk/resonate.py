@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 from lb.broker.client import Broker
 from lb.broker.codec import decode, encode
 from lb.broker.embedded import EmbeddedRedis
-from lb.broker.errors import PromiseRejected
+from lb.broker.errors import BadInput, PromiseRejected
 from lb.broker.keys import check_root_id
 from lb.broker.records import Promise
 from lb.broker.settings import Settings
@@ -84,12 +84,25 @@ class Handle:
 
 
 class Options:
-    """Per-call options: ``target`` (``poll://any@<group>``) and ``timeout`` (seconds)."""
+    """Per-call options: ``target`` (``poll://any@<group>``), ``timeout`` (seconds) and
+    ``version`` (of the function: None runs the highest version the worker has; a number runs
+    exactly that one, and the call waits, until its timeout, for a worker that has it)."""
 
-    def __init__(self, resonate: Resonate, target: str | None, timeout: float | None):
+    def __init__(
+        self,
+        resonate: Resonate,
+        target: str | None,
+        timeout: float | None,
+        version: int | None = None,
+    ):
         self._r = resonate
         self.group = parse_target(target) if target else resonate.group
         self.timeout = check_seconds(timeout)
+        if version is not None and (
+            isinstance(version, bool) or not isinstance(version, int) or version < 1
+        ):
+            raise BadInput(f"version must be a positive integer, not {version!r}")
+        self.version = version or 0
 
     def begin_rpc(
         self, promise_id: str, func: str | Callable[..., Any], *args: Any, **kwargs: Any
@@ -117,7 +130,10 @@ class Options:
         r = self._r
         name = func if isinstance(func, str) else getattr(func, "name", func.__name__)
         limit = r.settings.max_payload
-        items = [(check_root_id(pid), Call(name, list(args)).encode(limit)) for pid, args in calls]
+        items = [
+            (check_root_id(pid), Call(name, list(args), version=self.version).encode(limit))
+            for pid, args in calls
+        ]
         timeout_ms = None if self.timeout is None else seconds_to_ms(self.timeout)
         async with r._inflight:
             created = await r._broker.create_many(self.group, items, timeout_ms)
@@ -163,7 +179,7 @@ class Options:
         r = self._r
         check_root_id(promise_id)
         name = func if isinstance(func, str) else getattr(func, "name", func.__name__)
-        param = Call(name, list(args), kwargs).encode(r.settings.max_payload)
+        param = Call(name, list(args), kwargs, self.version).encode(r.settings.max_payload)
         timeout_ms = None if self.timeout is None else seconds_to_ms(self.timeout)
         fut = r._listener.expect(promise_id) if wait else None
         try:
@@ -214,6 +230,7 @@ class Resonate:
         }
         self.worker: Worker | None = None
         self._stopped = threading.Event()
+        self._closed = False
 
     @classmethod
     def remote(
@@ -265,8 +282,10 @@ class Resonate:
         return wrap(fn) if fn is not None else wrap
 
     # -- invocation -----------------------------------------------------------------------
-    def options(self, target: str | None = None, timeout: float | None = None) -> Options:
-        return Options(self, target, timeout)
+    def options(
+        self, target: str | None = None, timeout: float | None = None, version: int | None = None
+    ) -> Options:
+        return Options(self, target, timeout, version)
 
     def rpc(
         self, promise_id: str, func: str | Callable[..., Any], *args: Any, **kwargs: Any
@@ -313,7 +332,11 @@ class Resonate:
         self.stop()
 
     def stop(self) -> None:
-        """Stop serving (hand running tasks back at once) and close every connection."""
+        """Stop serving (hand running tasks back at once) and close every connection.
+        Idempotent: a second call does nothing."""
+        if self._closed:
+            return
+        self._closed = True
         self._stopped.set()
         if self.worker is not None:
             self._io.call(self.worker.stop())

@@ -178,7 +178,10 @@ class Worker:
             if ex is not None and not ex.lost and ex.fence.version == version:
                 ex.lost = True
                 self._emit("lost", id=tid)
-                if ex.task is not None and self.registry.get(ex.call.func).is_async:
+                if (
+                    ex.task is not None
+                    and self.registry.get(ex.call.func, ex.call.version).is_async
+                ):
                     ex.task.cancel()
 
     @property
@@ -274,12 +277,12 @@ class Worker:
             asyncio.get_running_loop().create_task(self._refuse(c, str(exc)))
             return
         try:
-            fn = self.registry.get(call.func)
+            fn = self.registry.get(call.func, call.version)
         except UnknownFunction:
             # Not this worker's function (a rolling deploy: old and new workers share a
             # group). Not a failure of the call: hand it back for a later delivery, which
             # another worker may serve; it waits at most until its promise's deadline.
-            asyncio.get_running_loop().create_task(self._pass_on(c, call.func))
+            asyncio.get_running_loop().create_task(self._pass_on(c, call))
             return
         ex = Execution(c, fence, call, self, is_async_fn=fn.is_async)
         self.running[c.task_id] = ex
@@ -287,8 +290,9 @@ class Worker:
             self._held[c.task_id] = (c.base, c.task_id, c.version)
         ex.task = asyncio.get_running_loop().create_task(self._execute(ex, fn.is_async))
 
-    async def _pass_on(self, c: Claimed, func: str) -> None:
+    async def _pass_on(self, c: Claimed, call: Call) -> None:
         delay_ms = int(PASS_ON_DELAY_MS * random.uniform(0.8, 1.2))
+        func = call.func + (f"@v{call.version}" if call.version else "")
         try:
             await self.queue.release(c.fence(self.pid), delay_ms=delay_ms)
             self._emit("passed-on", id=c.task_id, func=func, reason="not registered here")
@@ -310,7 +314,7 @@ class Worker:
         self._free.set()
 
     async def _invoke(self, ex: Execution, is_async: bool) -> Any:
-        fn = self.registry.get(ex.call.func).fn
+        fn = self.registry.get(ex.call.func, ex.call.version).fn
         ex.counter = 0
         if is_async:
             return await fn(AsyncContext(ex), *ex.call.args, **ex.call.kwargs)
@@ -329,7 +333,7 @@ class Worker:
         return await fut
 
     async def _execute(self, ex: Execution, is_async: bool) -> None:
-        func = self.registry.get(ex.call.func)
+        func = self.registry.get(ex.call.func, ex.call.version)
         self._emit("start", id=ex.id, func=ex.call.func, attempt=1 + ex.claimed.lapses)
         retries = 0
         outage = [0.0, -1.0]  # [start, steps reached at the last failure] of this outage

@@ -350,3 +350,41 @@ def test_push_wakeups_do_not_wait_for_the_safety_net(
         assert client._io.call(scenario()) is None
     finally:
         client.stop()
+
+
+def test_a_call_for_a_version_waits_for_a_worker_with_that_version(
+    redis_url: str, prefix: str
+) -> None:
+    """`register(version=...)` was stored but never used at dispatch: a call asking for
+    version 2 ran on a worker with version 1 only. Now it is handed back until a worker with
+    version 2 takes it; a call that asks no version runs the highest the worker has."""
+    passed: list[str] = []
+    old = _worker(
+        redis_url, prefix, pid="v1-only", concurrency=2, on_event=lambda k, d: passed.append(k)
+    )
+    new = _worker(redis_url, prefix, pid="v1-v2", concurrency=2)
+
+    def f_v1(ctx: Context) -> str:
+        return f"v1 on {ctx.worker}"
+
+    def f_v2(ctx: Context) -> str:
+        return f"v2 on {ctx.worker}"
+
+    try:
+        old.register(f_v1, name="f", version=1)
+        old.start()
+        h = old.options(version=2).begin_rpc("ver1", "f")
+        wait_until(lambda: passed.count("passed-on") >= 2, timeout=30)
+        assert not h.done()
+        new.register(f_v1, name="f", version=1)
+        new.register(f_v2, name="f", version=2)
+        with pytest.raises(AlreadyRegistered):
+            new.register(_echo, name="f", version=2)
+        new.start()
+        assert h.result(timeout=30) == "v2 on v1-v2"
+        assert old.options(version=1).rpc("ver2", "f").startswith("v1 on ")
+        old.stop()
+        assert new.rpc("ver3", "f") == "v2 on v1-v2"
+    finally:
+        new.stop()
+        old.stop()
