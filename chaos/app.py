@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from chaos.journal import append
-from lb.sdk import Constant, Context, Never, Resonate
+from lb.sdk import AsyncContext, Constant, Context, Never, Resonate
 
 __all__ = ["register"]
 
@@ -83,6 +83,17 @@ def saga(ctx: Context, token: int) -> dict[str, Any]:
     return {"saga": total, "nested": nested.get("steps"), "w": ctx.worker, "a": ctx.attempt}
 
 
+async def hog(ctx: AsyncContext, token: int) -> dict[str, Any]:
+    """Blocking code inside ``async def``: on its first try it holds the worker's event loop
+    for 1.5 s (time.sleep, not asyncio.sleep). The worker must stop renewing what it holds
+    (its loop does not progress), other workers take those tasks over, and nothing is lost."""
+    append("begin", ctx.id, "hog", ctx.attempt, ctx.worker, f"{time.time():.6f}")
+    if ctx.attempt == 1:
+        time.sleep(1.5)  # blocks the loop on purpose: the point of this function
+    await ctx.sleep(0.05)
+    return {"hog": token, "w": ctx.worker, "a": ctx.attempt}
+
+
 def sink(ctx: Context, *args: Any, **kwargs: Any) -> int:
     """Accepts anything, returns a small value (used by the size-limit corpus cases)."""
     _begin(ctx, "sink")
@@ -95,4 +106,5 @@ def register(resonate: Resonate) -> None:
     resonate.register(effect, retry=Never())
     resonate.register(chain)
     resonate.register(saga)
+    resonate.register(hog, retry=Never())
     resonate.register(sink, retry=Never())

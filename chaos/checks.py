@@ -205,7 +205,7 @@ def check_liveness(
     when the group first had spare capacity (backlog sampled at zero). Slow is allowed,
     stuck is not. This is stricter than "within ttl + 5 s of the last heal" for every
     promise that lived before the last fault."""
-    slack = {"nap": 0.5, "chain": 1.5, "saga": 4.0}
+    slack = {"nap": 0.5, "chain": 1.5, "saga": 4.0, "hog": 4.0}
     times = [t for t, _, _ in samples]
     nxt: list[float] = [math.inf] * (len(samples) + 1)
     for i in range(len(samples) - 1, -1, -1):

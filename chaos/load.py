@@ -47,9 +47,11 @@ def choose(seed: int, n: int) -> tuple[str, list[Any], random.Random]:
         return "nap", [rng.randint(50, 500)], rng
     if r < 0.85:
         return "effect", [n], rng
-    if r < 0.99:
+    if r < 0.985:
         return "chain", [n], rng
-    return "saga", [n], rng
+    if r < 0.995:
+        return "saga", [n], rng
+    return "hog", [n], rng
 
 
 class Load:
