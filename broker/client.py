@@ -139,6 +139,7 @@ class Broker:
         listener: str | None = None,
         fence: Fence | None = None,
         timer: bool = False,
+        retention_ms: int | None = None,
     ) -> tuple[bool, Promise]:
         """Create ``promise_id`` or return the existing one (``created`` is then False).
 
@@ -146,9 +147,20 @@ class Broker:
         With ``listener`` the client's inbox gets the record when the promise settles.
         With ``fence`` the create is refused (:class:`Fenced`) unless the fence holds its task.
         Without one the promise is a root (a call): its id may not contain ``:`` (step ids).
+        ``retention_ms`` keeps this call (and its steps) that long once settled instead of
+        the settings' default; an existing id keeps the retention it was created with.
         """
         raw = await self._create(
-            promise_id, param, param_headers, tags, timeout_ms, group, listener, fence, timer
+            promise_id,
+            param,
+            param_headers,
+            tags,
+            timeout_ms,
+            group,
+            listener,
+            fence,
+            timer,
+            retention_ms=retention_ms,
         )
         return bool(raw[0]), parse_promise(raw[1:])
 
@@ -188,6 +200,7 @@ class Broker:
         fence: Fence | None,
         timer: bool,
         cap: int | None = None,
+        retention_ms: int | None = None,
     ) -> Any:
         if fence is None:
             check_root_id(promise_id)
@@ -212,6 +225,7 @@ class Broker:
             *(fence.args() if fence else NO_FENCE),
             "1" if timer else "0",
             "" if cap is None else cap,
+            "" if retention_ms is None else int(check_duration(retention_ms, 1, "retention")),
         ]
         return await self.script("create", [self.keys.promise(promise_id)], args)
 

@@ -23,6 +23,17 @@ DEFAULT_URL = "redis://127.0.0.1:6379/0"
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 
 
+def _retention_ms(text: str, what: str) -> int:
+    """Seconds (a number from 0 to a century) as whole milliseconds, or :class:`BadInput`."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise BadInput(f"{what} must be a number of seconds, not {text[:40]!r}") from None
+    if not 0 <= seconds <= 100 * 365 * 86400:  # also refuses NaN
+        raise BadInput(f"{what} must be from 0 s to a century, not {text[:40]!r}")
+    return round(seconds * 1000)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a broker client needs to know; immutable, safe to share between threads."""
@@ -72,6 +83,11 @@ class Settings:
         """Build settings from ``url`` (default: ``$LB_REDIS_URL``, then the local default)."""
         chosen = url or os.environ.get("LB_REDIS_URL") or DEFAULT_URL
         prefix = overrides.pop("prefix", None) or os.environ.get("LB_PREFIX") or "lb"
+        env_ret = os.environ.get("LB_RETENTION")
+        if overrides.get("retention_ms") is None and env_ret:
+            overrides["retention_ms"] = _retention_ms(env_ret, "LB_RETENTION")
+        elif "retention_ms" in overrides and overrides["retention_ms"] is None:
+            del overrides["retention_ms"]
         return cls(url=chosen, prefix=prefix, **overrides)
 
     def with_(self, **changes: Any) -> Settings:

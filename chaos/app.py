@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from chaos.clock import install_jumps, real_time
 from chaos.journal import append
 from lb.sdk import AsyncContext, Constant, Context, Never, Resonate
 
@@ -16,7 +17,7 @@ __all__ = ["register"]
 
 
 def _begin(ctx: Context, func: str) -> None:
-    append("begin", ctx.id, func, ctx.attempt, ctx.worker, f"{time.time():.6f}")
+    append("begin", ctx.id, func, ctx.attempt, ctx.worker, f"{real_time():.6f}")
 
 
 def echo(ctx: Context, *args: Any) -> dict[str, Any]:
@@ -35,14 +36,14 @@ def nap(ctx: Context, ms: int) -> dict[str, Any]:
 def effect(ctx: Context, token: int) -> dict[str, Any]:
     """A side effect outside Redis: one journal line naming (id, attempt, worker)."""
     _begin(ctx, "effect")
-    append("eff", ctx.id, ctx.attempt, ctx.worker, f"{time.time():.6f}")
+    append("eff", ctx.id, ctx.attempt, ctx.worker, f"{real_time():.6f}")
     return {"token": token, "w": ctx.worker, "a": ctx.attempt}
 
 
 def _step(pid: str, n: int, worker: str, attempt: int) -> int:
-    t0 = time.time()
+    t0 = real_time()
     time.sleep(0.002)
-    append("step", pid, n, worker, attempt, f"{t0:.6f}", f"{time.time():.6f}")
+    append("step", pid, n, worker, attempt, f"{t0:.6f}", f"{real_time():.6f}")
     return n
 
 
@@ -83,11 +84,27 @@ def saga(ctx: Context, token: int) -> dict[str, Any]:
     return {"saga": total, "nested": nested.get("steps"), "w": ctx.worker, "a": ctx.attempt}
 
 
+LINGER_RETENTION = 2.0  # seconds: the per-call retention the load gives every linger call
+
+
+def linger(ctx: Context, token: int) -> dict[str, Any]:
+    """A workflow that outlives its own short retention (the load invokes it with
+    ``retention=LINGER_RETENTION``): step 1 settles, then a child call of 3 s suspends the
+    root, and the re-run after it must find step 1 still stored (a step is kept while its
+    root is pending). ``slept`` marks each run that got past the child."""
+    _begin(ctx, "linger")
+    first = ctx.run(_step, ctx.id, 1, ctx.worker, ctx.attempt)
+    ctx.rpc("nap", int(LINGER_RETENTION * 1500))
+    append("slept", ctx.id, ctx.attempt, f"{real_time():.6f}")
+    second = ctx.run(_step, ctx.id, 2, ctx.worker, ctx.attempt)
+    return {"linger": first + second, "w": ctx.worker, "a": ctx.attempt}
+
+
 async def hog(ctx: AsyncContext, token: int) -> dict[str, Any]:
     """Blocking code inside ``async def``: on its first try it holds the worker's event loop
     for 1.5 s (time.sleep, not asyncio.sleep). The worker must stop renewing what it holds
     (its loop does not progress), other workers take those tasks over, and nothing is lost."""
-    append("begin", ctx.id, "hog", ctx.attempt, ctx.worker, f"{time.time():.6f}")
+    append("begin", ctx.id, "hog", ctx.attempt, ctx.worker, f"{real_time():.6f}")
     if ctx.attempt == 1:
         time.sleep(1.5)  # blocks the loop on purpose: the point of this function
     await ctx.sleep(0.05)
@@ -101,10 +118,12 @@ def sink(ctx: Context, *args: Any, **kwargs: Any) -> int:
 
 
 def register(resonate: Resonate) -> None:
+    install_jumps()
     resonate.register(echo, retry=Never())
     resonate.register(nap, retry=Never())
     resonate.register(effect, retry=Never())
     resonate.register(chain)
     resonate.register(saga)
+    resonate.register(linger)
     resonate.register(hog, retry=Never())
     resonate.register(sink, retry=Never())

@@ -61,8 +61,13 @@ def _examples(xs: list[Any], n: int = 5) -> list[Any]:
 
 
 def check_lost(invs: dict[str, Invocation], final: dict[str, Promise | None]) -> dict[str, Any]:
-    """Acknowledged invocations never settled (or gone)."""
-    lost = [pid for pid, inv in invs.items() if inv.acked_at and not _settled(final.get(pid))]
+    """Acknowledged invocations never settled (or gone). A call purged by its own short
+    retention (``linger``) counts as settled only when the load saw it settle."""
+
+    def done(pid: str, inv: Invocation) -> bool:
+        return _settled(final.get(pid)) or inv.observed.startswith(("resolved", "rejected"))
+
+    lost = [pid for pid, inv in invs.items() if inv.acked_at and not done(pid, inv)]
     unacked = [pid for pid, inv in invs.items() if not inv.acked_at]
     return {"lost": len(lost), "examples": _examples(lost), "never_acked": len(unacked)}
 
@@ -181,9 +186,23 @@ def check_steps(journal: Journal, steps: dict[str, Promise | None]) -> dict[str,
                     zombie.append(f"{pid}:{n}")
                 else:
                     live.append(f"{pid}:{n}")
+    # linger: step 1 settled before the child call, so no run of it may start after any run
+    # got past the child (the step's record must outlive the call's own short retention).
+    linger_live: list[str] = []
+    for pid, marks in journal.slept.items():
+        past = min(t for _, t in marks)
+        for s in journal.steps.get((pid, 1), []):
+            if s.start > past:
+                if journal.attempts_begun_before(pid, s.attempt, s.start):
+                    zombie.append(f"{pid}:1")
+                else:
+                    linger_live.append(f"{pid}:1")
+    live += linger_live
     return {
         "re_executed": len(live),
         "re_executed_examples": _examples(live),
+        "lingers_past_retention": len(journal.slept),
+        "lingers_re_executed": len(linger_live),
         "zombie_runs": len(zombie),
         "zombie_examples": _examples(zombie),
         "ran_twice_before_checkpoint": twice - len(set(live) | set(zombie)),
@@ -243,6 +262,8 @@ def check_rejections(
     bad: dict[str, list[str]] = defaultdict(list)
     for pid, inv in invs.items():
         p = final.get(pid)
+        if p is None and inv.observed.startswith("rejected"):
+            bad["seen by the load:rejected"].append(f"{pid} ({inv.observed[:80]})")
         if p is None or p.state in ("pending", "resolved") or inv.canceled:
             continue
         etype, msg = decode_error(p.value, MB)

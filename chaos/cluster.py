@@ -18,6 +18,7 @@ from pathlib import Path
 
 import redis
 
+from chaos.clock import ENV as CLOCK_ENV
 from lb.broker.embedded import EmbeddedRedis
 from lb.cli.common import lb_argv
 
@@ -54,6 +55,7 @@ class Cluster:
     def __init__(self, workdir: str, prefix: str, workers: int, ttl: float = 2.0) -> None:
         self.workdir = workdir
         self.prefix = prefix
+        self.jumpy = ""  # the worker whose wall clock jumps (chaos.clock), if any
         self.ttl = ttl
         self.redis = EmbeddedRedis(directory=os.path.join(workdir, "redis"), appendfsync="always")
         self.journal = os.path.join(workdir, "journal.log")
@@ -117,6 +119,8 @@ class Cluster:
             "PYTHONUNBUFFERED": "1",
             "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
         }
+        if name == self.jumpy:
+            env[CLOCK_ENV] = f"{self.prefix}-{name}-{w.starts}"
         cmd = [
             *lb_argv(),
             "worker",

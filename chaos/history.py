@@ -51,6 +51,7 @@ class Invocation:
     alt_args: list[list[Any]] = field(default_factory=list)  # same id, different arguments
     canceled: bool = False
     retried_same_id: int = 0
+    observed: str = ""  # outcome seen by the load itself ("resolved", "rejected:<type>")
 
 
 class History:

@@ -2,11 +2,14 @@
 
 Writers (worker processes) append one line per event with a single ``write(2)`` on an
 ``O_APPEND`` descriptor, so lines from concurrent processes never interleave. Line formats
-(fields separated by one space, times are ``time.time()`` seconds):
+(fields separated by one space, times are the true wall clock in seconds,
+``chaos.clock.real_time``, even in a worker whose ``time.time`` jumps):
 
 * ``begin <id> <func> <attempt> <worker> <t>``: a delivery of ``<id>`` started running;
 * ``eff <id> <attempt> <worker> <t>``: the effect function's side effect;
-* ``step <id> <n> <worker> <attempt> <t_start> <t_end>``: ``ctx.run`` step ``n`` ran.
+* ``step <id> <n> <worker> <attempt> <t_start> <t_end>``: ``ctx.run`` step ``n`` ran;
+* ``clock <offset> <t>``: the jumping worker's ``time.time`` now runs ``offset`` s off;
+* ``slept <id> <attempt> <t>``: a ``linger`` call got past its long durable sleep.
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ class Journal:
         default_factory=lambda: defaultdict(list)
     )
     steps: dict[tuple[str, int], list[Step]] = field(default_factory=lambda: defaultdict(list))
+    clock_jumps: list[tuple[float, float]] = field(default_factory=list)
+    slept: dict[str, list[tuple[int, float]]] = field(default_factory=lambda: defaultdict(list))
     bad_lines: int = 0
 
     def attempts_begun_before(self, pid: str, attempt: int, t: float) -> bool:
@@ -80,6 +85,10 @@ def read_journal(path: str) -> Journal:
                 j.steps[(parts[1], int(parts[2]))].append(
                     Step(parts[3], int(parts[4]), float(parts[5]), float(parts[6]))
                 )
+            elif parts[0] == "clock" and len(parts) == 3:
+                j.clock_jumps.append((float(parts[1]), float(parts[2])))
+            elif parts[0] == "slept" and len(parts) == 4:
+                j.slept[parts[1]].append((int(parts[2]), float(parts[3])))
             else:
                 j.bad_lines += 1
         except ValueError:

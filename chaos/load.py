@@ -18,8 +18,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from chaos.app import LINGER_RETENTION
 from chaos.history import History, Invocation, Op, Outcome, args_key
-from lb.broker.errors import LbError
+from lb.broker.errors import LbError, NotFound, PromiseRejected
 from lb.broker.records import Promise
 from lb.sdk import Resonate
 
@@ -47,8 +48,10 @@ def choose(seed: int, n: int) -> tuple[str, list[Any], random.Random]:
         return "nap", [rng.randint(50, 500)], rng
     if r < 0.85:
         return "effect", [n], rng
-    if r < 0.985:
+    if r < 0.975:
         return "chain", [n], rng
+    if r < 0.985:
+        return "linger", [n], rng
     if r < 0.995:
         return "saga", [n], rng
     return "hog", [n], rng
@@ -69,6 +72,7 @@ class Load:
         self.h = history
         self.short_timeouts = short_timeouts
         self.opts = resonate.options(target="poll://any@chaos")
+        self.linger_opts = resonate.options(target="poll://any@chaos", retention=LINGER_RETENTION)
         self.pool = concurrent.futures.ThreadPoolExecutor(16, thread_name_prefix="chaos-get")
         self.stop = threading.Event()
         self.issued = 0
@@ -107,6 +111,9 @@ class Load:
         inv = self.h.invocation(Invocation(pid, func, args, time.time()))
         if not await self._create_until_acked(inv, args, rng):
             return
+        if func == "linger":  # purged soon after it settles: observe its outcome now
+            await self._observe(inv)
+            return
         if rng.random() < 0.05:  # fault 6: a client that retries although it was answered
             inv.retried_same_id += 1
             await self._create(inv, args, CREATE_TIMEOUT)
@@ -141,7 +148,8 @@ class Load:
         inv.creates += 1
         op = Op(inv.pid, "create", args_key(inv.func, args), time.time())
         try:
-            handle = await asyncio.wait_for(self.opts.abegin_rpc(inv.pid, inv.func, *args), timeout)
+            opts = self.linger_opts if inv.func == "linger" else self.opts
+            handle = await asyncio.wait_for(opts.abegin_rpc(inv.pid, inv.func, *args), timeout)
         except (TimeoutError, LbError) as exc:
             op.error = f"{type(exc).__name__}: {exc}"[:200]
             self.h.add(op)
@@ -204,6 +212,30 @@ class Load:
             self.h.untyped(f"wait {pid}: {type(exc).__name__}: {exc}")
         rec["end"] = time.time()
         self.h.waits.append(rec)
+
+    async def _observe(self, inv: Invocation) -> None:
+        """Wait for the outcome of a call that will not outlive the drain (``linger``): the
+        push of its settlement is the record the checkers get (``inv.observed``). Never
+        re-creates: a purged id would run again."""
+        loop = asyncio.get_running_loop()
+        deadline = time.monotonic() + GIVE_UP_AFTER * 2
+        while time.monotonic() < deadline:
+            try:
+                handle = await loop.run_in_executor(self.pool, self.r.get, inv.pid)
+                await handle.aresult(timeout=30.0)
+                inv.observed = "resolved"
+                return
+            except PromiseRejected as exc:
+                inv.observed = f"rejected:{exc}"[:120]
+                return
+            except NotFound:
+                inv.observed = "gone"  # purged before this client saw it settle
+                return
+            except LbError:
+                pass
+            except Exception as exc:
+                self.h.untyped(f"observe {inv.pid}: {type(exc).__name__}: {exc}")
+            await asyncio.sleep(0.5)
 
     async def _aresult(self, pid: str) -> Any:
         loop = asyncio.get_running_loop()

@@ -88,9 +88,12 @@ def render(res: dict[str, Any]) -> str:
         (
             "re-executed steps",
             f"{s['re_executed']} (zombie runs {s['zombie_runs']}; ran twice "
-            f"before the checkpoint settled {s['ran_twice_before_checkpoint']})",
+            f"before the checkpoint settled {s['ran_twice_before_checkpoint']}; lingers "
+            f"past their retention {s['lingers_past_retention']}, re-executed "
+            f"{s['lingers_re_executed']})",
         )
     )
+    add(("clock jumps", f"{res.get('clock_jumps', 0)} on the jumping worker"))
     t = res["takeover"]
     add(
         (

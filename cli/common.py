@@ -24,6 +24,8 @@ __all__ = [
     "lb_argv",
     "parse_json",
     "redis_option",
+    "retention_ms",
+    "retention_option",
     "settings_from",
 ]
 
@@ -59,6 +61,20 @@ prefix_option = click.option(
     show_envvar=True,
     help="Key prefix of this lb deployment.",
 )
+
+retention_option = click.option(
+    "--retention",
+    type=Seconds(0, 100 * 365 * 86400),
+    envvar="LB_RETENTION",
+    default=None,
+    show_envvar=True,
+    help="Seconds a settled call (and its steps) is kept [default: 7 days].",
+)
+
+
+def retention_ms(seconds: float | None) -> int | None:
+    """``--retention`` in ms (None: the settings' default, or ``$LB_RETENTION``)."""
+    return None if seconds is None else round(seconds * 1000)
 
 
 def lb_argv() -> list[str]:

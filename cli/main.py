@@ -26,6 +26,8 @@ from lb.cli.common import (
     parse_json,
     prefix_option,
     redis_option,
+    retention_ms,
+    retention_option,
     settings_from,
 )
 from lb.sdk.encoding import decode_error
@@ -104,6 +106,7 @@ def _event_printer(kind: str, data: dict[str, Any]) -> None:
 @click.option("--app", default="lb.demo.app:register", show_default=True, envvar="LB_APP")
 @click.option("--name", default=None, envvar="LB_NAME", help="Worker name (default host-pid-rand).")
 @click.option("--quiet", is_flag=True, envvar="LB_QUIET", help="No per-task lines.")
+@retention_option
 @redis_option
 @prefix_option
 @handle_errors
@@ -114,6 +117,7 @@ def worker(
     app: str,
     name: str | None,
     quiet: bool,
+    retention: float | None,
     redis_url: str | None,
     prefix: str,
 ) -> None:
@@ -121,7 +125,9 @@ def worker(
     if name is not None:
         check_group(name, "--name")  # same alphabet as group names: it becomes a Redis client name
     setup = app_loader(app)
-    settings = settings_from(redis_url, prefix, ttl_ms=int(ttl * 1000))
+    settings = settings_from(
+        redis_url, prefix, ttl_ms=int(ttl * 1000), retention_ms=retention_ms(retention)
+    )
     r = Resonate(
         settings,
         group,
@@ -159,6 +165,7 @@ def worker(
     envvar="LB_TIMEOUT",
     help="Seconds to wait with --wait (the promise itself is untouched).",
 )
+@retention_option
 @redis_option
 @prefix_option
 @handle_errors
@@ -170,6 +177,7 @@ def invoke(
     target: str,
     wait: bool,
     timeout: float | None,
+    retention: float | None,
     redis_url: str | None,
     prefix: str,
 ) -> None:
@@ -197,7 +205,7 @@ def invoke(
         )
     r = Resonate(settings, group)
     try:
-        handle = r.options(target=target).begin_rpc(pid, func, *args)
+        handle = r.options(target=target, retention=retention).begin_rpc(pid, func, *args)
         click.echo(pid)
         if wait:
             click.echo(json.dumps(handle.result(timeout), default=repr))

@@ -84,9 +84,10 @@ class Handle:
 
 
 class Options:
-    """Per-call options: ``target`` (``poll://any@<group>``), ``timeout`` (seconds) and
+    """Per-call options: ``target`` (``poll://any@<group>``), ``timeout`` (seconds),
     ``version`` (of the function: None runs the highest version the worker has; a number runs
-    exactly that one, and the call waits, until its timeout, for a worker that has it)."""
+    exactly that one, and the call waits, until its timeout, for a worker that has it) and
+    ``retention`` (seconds the settled call and its steps are kept; default: the settings')."""
 
     def __init__(
         self,
@@ -94,10 +95,13 @@ class Options:
         target: str | None,
         timeout: float | None,
         version: int | None = None,
+        retention: float | None = None,
     ):
         self._r = resonate
         self.group = parse_target(target) if target else resonate.group
         self.timeout = check_seconds(timeout)
+        ret = check_seconds(retention, "retention")
+        self.retention_ms = None if ret is None else round(ret * 1000)
         if version is not None and (
             isinstance(version, bool) or not isinstance(version, int) or version < 1
         ):
@@ -190,6 +194,7 @@ class Options:
                     group=self.group,
                     timeout_ms=timeout_ms,
                     listener=r._listener.client_id if wait else None,
+                    retention_ms=self.retention_ms,
                 )
         except BaseException:
             if fut is not None:
@@ -241,13 +246,17 @@ class Resonate:
         ttl: float | None = None,
         concurrency: int = 8,
         prefix: str | None = None,
+        retention: float | None = None,
         **kwargs: Any,
     ) -> Resonate:
         """Connect to Redis at ``url`` (default ``$LB_REDIS_URL``); ``group`` is the group this
-        process serves when started and the default target of its calls."""
+        process serves when started and the default target of its calls. ``retention``
+        (seconds; default ``$LB_RETENTION``, else 7 days) is how long settled calls are kept."""
         over: dict[str, Any] = {}
         if ttl is not None:
             over["ttl_ms"] = int(ttl * 1000)
+        if retention is not None:
+            over["retention_ms"] = seconds_to_ms(retention, "retention")
         if prefix:
             over["prefix"] = prefix
         return cls(Settings.from_url(url, **over), group, pid, concurrency, **kwargs)
@@ -283,9 +292,13 @@ class Resonate:
 
     # -- invocation -----------------------------------------------------------------------
     def options(
-        self, target: str | None = None, timeout: float | None = None, version: int | None = None
+        self,
+        target: str | None = None,
+        timeout: float | None = None,
+        version: int | None = None,
+        retention: float | None = None,
     ) -> Options:
-        return Options(self, target, timeout, version)
+        return Options(self, target, timeout, version, retention)
 
     def rpc(
         self, promise_id: str, func: str | Callable[..., Any], *args: Any, **kwargs: Any

@@ -8,6 +8,8 @@
 -- ARGV[13] '1' when the promise is a timer (resolves at its deadline instead of timing out)
 -- ARGV[14] deadline cap, absolute ms on the Redis clock ('' = none): a step's deadline never
 --          exceeds its parent's
+-- ARGV[15] retention of this call in ms once settled ('' = the caller's default, ARGV[2]);
+--          its steps are retained as long as it is
 -- Returns {created (1|0), record..., now}; record in lib.lua FIELDS order, now = the Redis
 -- clock of this call (so that callers compute remaining times without a clock of their own).
 -- Guarantees: an existing id is returned unchanged (after a lazy timeout check) and nothing
@@ -16,6 +18,7 @@
 local id, param, ph, tags, timeout = ARGV[3], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
 local group, cid, ftid, fv, fpid, timer = ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13]
 local cap = tonumber(ARGV[14])
+local ret = tonumber(ARGV[15])
 if ftid ~= '' and not holds(ftid, fv, fpid) then return fenced_error(ftid, fv, fpid) end
 local now = now_ms()
 local state = lazy_timeout(id, now)
@@ -28,7 +31,7 @@ if state then
   table.insert(r, now)
   return r
 end
-new_promise(id, param, ph, tags, timeout, group, timer, now, cap)
+new_promise(id, param, ph, tags, timeout, group, timer, now, cap, ret)
 if cid ~= '' then redis.call('SADD', k_ls(id), cid) end
 local r = record(id)
 table.insert(r, 1, 1)

@@ -64,12 +64,18 @@ local function drop_entry(group, eid)
   end
 end
 
--- Schedule a settled promise (and its task) for purge at now + retention. The PEXPIRE is a
+-- The retention of call ``root``: its own (field 'ret', set at create by a per-call option)
+-- or the caller's default (ARGV[2]).
+local function retention_of(root)
+  return tonumber(redis.call('HGET', k_promise(root), 'ret')) or RETENTION
+end
+
+-- Schedule a settled promise (and its task) for purge at now + ``ret`` ms. The PEXPIRE is a
 -- safety net only: the sweeper deletes the promise and its index entries at that time.
-local function retain(id, now)
-  redis.call('ZADD', K_GC, now + RETENTION, id)
-  redis.call('PEXPIRE', k_promise(id), RETENTION + 86400000)
-  redis.call('PEXPIRE', k_task(id), RETENTION + 86400000)
+local function retain(id, now, ret)
+  redis.call('ZADD', K_GC, now + ret, id)
+  redis.call('PEXPIRE', k_promise(id), ret + 86400000)
+  redis.call('PEXPIRE', k_task(id), ret + 86400000)
 end
 
 -- Settle a pending promise exactly once. Returns the resulting state, or false if missing.
@@ -98,12 +104,13 @@ local function settle(id, state, value, vh, now)
   if root and redis.call('HGET', k_promise(root), 'state') == 'pending' then
     redis.call('SADD', k_children(root), id)
   else
-    retain(id, now)
+    retain(id, now, retention_of(root or id))
   end
   if not root then
     local kids = redis.call('SMEMBERS', k_children(id))
     if #kids > 0 then
-      for _, kid in ipairs(kids) do retain(kid, now) end
+      local ret = retention_of(id)
+      for _, kid in ipairs(kids) do retain(kid, now, ret) end
       redis.call('DEL', k_children(id))
     end
   end
@@ -138,12 +145,13 @@ end
 -- Store a new pending promise (indexes, deadline) and, with a group, its task on the stream.
 -- The deadline is now + timeout, capped at ``cap`` (absolute ms; a step's parent deadline) when
 -- one is given, so that a step never outlives the call it belongs to.
-local function new_promise(id, param, ph, tags, timeout, group, timer, now, cap)
+local function new_promise(id, param, ph, tags, timeout, group, timer, now, cap, ret)
   local timeout_at = now + timeout
   if cap and cap < timeout_at then timeout_at = cap end
   redis.call('HSET', k_promise(id), 'id', id, 'state', 'pending', 'param', param, 'ph', ph,
              'value', '', 'vh', '', 'tags', tags, 'timeout_at', timeout_at, 'created_at', now,
              'settled_at', 0, 'timer', timer)
+  if ret then redis.call('HSET', k_promise(id), 'ret', ret) end
   redis.call('ZADD', k_state('pending'), now, id)
   redis.call('ZADD', K_TIMEOUTS, timeout_at, id)
   if tags ~= '' then
