@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -23,12 +24,17 @@ import redis.exceptions as rexc
 
 from lb.broker.batching import Batcher
 from lb.broker.errors import (
+    AuthenticationFailed,
     BadInput,
     Fenced,
     LbError,
     NotFound,
     PayloadTooLarge,
+    PermissionDenied,
+    RedisOutOfMemory,
+    RedisReadOnly,
     RedisUnavailable,
+    UnsafeRedisConfig,
 )
 from lb.broker.keys import PROMISE_STATES, Keys, check_group, check_id, check_root_id
 from lb.broker.records import NO_FENCE, Fence, Promise, parse_promise
@@ -37,25 +43,58 @@ from lb.broker.settings import Settings
 
 __all__ = ["Broker", "translate_errors"]
 
+log = logging.getLogger("lb.broker")
 T = TypeVar("T")
 CONNECT_RETRIES = 3
 _SETTLE_STATES = ("resolved", "rejected", "rejected_canceled")
 
 
 def translate(exc: BaseException) -> LbError:
-    """Map a redis-py exception to lb's typed errors."""
+    """Map a redis-py exception to lb's typed errors (each with its own exit code)."""
+    text = str(exc)
+    if isinstance(exc, rexc.AuthenticationError) or _auth_refused(text):
+        return AuthenticationFailed(
+            f"Redis refused the credentials ({text[:160]}): check the user name and password "
+            "in --redis / LB_REDIS_URL (redis://user:password@host:port)"
+        )
     if isinstance(exc, rexc.ConnectionError | rexc.TimeoutError | OSError):
         return RedisUnavailable(f"Redis is unreachable ({exc}); start it or check --redis")
     if isinstance(exc, rexc.ResponseError):
-        text = str(exc)
         if "FENCED" in text:
             return Fenced(text[text.index("FENCED") :])
         if text.startswith("LOADING"):
             return RedisUnavailable("Redis is loading its data; try again in a moment")
+        if isinstance(exc, rexc.OutOfMemoryError) or "OOM " in text[:200]:
+            return RedisOutOfMemory(
+                "Redis is out of memory (used memory > maxmemory under noeviction): nothing "
+                "was stored. Raise maxmemory, shorten the retention (--retention / "
+                "LB_RETENTION) or add memory; lb carries on by itself once there is room"
+            )
+        if isinstance(exc, rexc.ReadOnlyError) or "READONLY" in text[:200]:
+            return RedisReadOnly(
+                "Redis is read-only (a replica, or a failover in progress): point --redis at "
+                "the primary; workers wait and carry on once a primary answers"
+            )
+        if isinstance(exc, rexc.NoPermissionError) or "NOPERM" in text[:300]:
+            return PermissionDenied(
+                f"the Redis user may not do this ({_noperm(text)}); grant it the rules in "
+                "the README's 'Redis users (ACL)' section"
+            )
         return LbError(f"Redis refused the call: {text}")
     if isinstance(exc, rexc.RedisError):
         return LbError(f"Redis error: {exc}")
     raise exc
+
+
+def _auth_refused(text: str) -> bool:
+    head = text[:200]
+    return head.startswith(("WRONGPASS", "NOAUTH")) or "invalid username-password" in head
+
+
+def _noperm(text: str) -> str:
+    """The NOPERM part of a Redis error (it names the command or key), shortened."""
+    at = text.find("NOPERM")
+    return (text[at:] if at >= 0 else text)[:200].rstrip(". ")
 
 
 @asynccontextmanager
@@ -95,6 +134,59 @@ class Broker:
         self.redis = make_redis(self.settings, self.settings.max_connections, client_name)
         self.scripts = Scripts(self.redis)
         self.batcher = Batcher(self.redis, self.scripts)
+        self._server_checked = False
+        self._checking: asyncio.Future[None] | None = None
+
+    async def check_server(self) -> None:
+        """Refuse a Redis that would lose acknowledged work: any ``maxmemory-policy`` but
+        ``noeviction`` raises :class:`UnsafeRedisConfig` unless ``allow_eviction`` is set
+        (``LB_ALLOW_EVICTION=1``). Read from INFO, which users without CONFIG may run; a user
+        who may not run INFO either is let through with one warning. Done once per broker,
+        before its first script call (and by workers at start)."""
+        if self._server_checked:
+            return
+        if self._checking is None or self._checking.done():
+            self._checking = asyncio.ensure_future(self._check_server())
+        check = self._checking
+        try:
+            await asyncio.shield(check)
+        finally:
+            if check.done() and not check.cancelled() and check.exception() is not None:
+                self._checking = None  # the next caller tries again
+
+    async def _check_server(self) -> None:
+        for attempt in range(CONNECT_RETRIES + 1):
+            try:
+                return await self._read_policy()
+            except RedisUnavailable as exc:
+                if attempt == CONNECT_RETRIES or "Timeout connecting" not in str(exc):
+                    raise
+                await asyncio.sleep(0.05 * (attempt + 1))
+
+    async def _read_policy(self) -> None:
+        try:
+            info = await self.redis.info("memory")
+        except rexc.ResponseError as exc:
+            if "NOPERM" not in str(exc):
+                raise translate(exc) from None
+            log.warning("cannot check Redis's maxmemory-policy (INFO is not permitted)")
+            self._server_checked = True
+            return
+        except (rexc.RedisError, OSError) as exc:
+            raise translate(exc) from None
+        policy = str(info.get("maxmemory_policy", "noeviction"))
+        if policy != "noeviction":
+            if not self.settings.allow_eviction:
+                raise UnsafeRedisConfig(
+                    f"Redis evicts keys under memory pressure (maxmemory-policy {policy}): lb "
+                    "would silently lose acknowledged calls. Set 'maxmemory-policy noeviction' "
+                    "(redis.conf, or CONFIG SET maxmemory-policy noeviction), or accept the "
+                    "risk with LB_ALLOW_EVICTION=1"
+                )
+            log.warning(
+                "Redis evicts keys (maxmemory-policy %s); allowed by LB_ALLOW_EVICTION", policy
+            )
+        self._server_checked = True
 
     async def close(self) -> None:
         await self.redis.aclose(close_connection_pool=True)
@@ -111,6 +203,8 @@ class Broker:
         this process's own event loop busy delays the connect's callback past its timeout
         while Redis is fine; such a burst must slow down, not fail for want of a connection.
         """
+        if not self._server_checked:
+            await self.check_server()
         base = keys[0][: keys[0].index("}") + 1]
         full = [base, self.settings.retention_ms, *args]
         for attempt in range(CONNECT_RETRIES + 1):

@@ -9,16 +9,23 @@ from __future__ import annotations
 
 __all__ = [
     "AlreadyExists",
+    "AuthenticationFailed",
     "BadInput",
     "BadTarget",
     "Fenced",
+    "FunctionAborted",
     "LbError",
     "NotFound",
     "PayloadTooLarge",
+    "PermissionDenied",
     "PromiseRejected",
+    "RedisOutOfMemory",
+    "RedisReadOnly",
     "RedisUnavailable",
     "Timeout",
     "UnknownFunction",
+    "UnsafeRedisConfig",
+    "WorkerDied",
 ]
 
 
@@ -89,6 +96,51 @@ class RedisUnavailable(LbError, ConnectionError):
     """Raised when Redis cannot be reached; nothing was changed by the failed call."""
 
     exit_code = 7
+
+
+class RedisOutOfMemory(RedisUnavailable):
+    """Redis refused a write: it is at ``maxmemory`` under ``noeviction``. Nothing was changed
+    by the refused call. A worker holds what it has and carries on when room returns."""
+
+    exit_code = 9
+
+
+class RedisReadOnly(RedisUnavailable):
+    """The server lb reached is a read-only replica (or a failover is in progress). Nothing
+    was changed by the refused call; workers wait and carry on once a primary answers."""
+
+    exit_code = 10
+
+
+class PermissionDenied(LbError):
+    """The Redis user lacks a permission lb needs (NOPERM); the message names the command."""
+
+    exit_code = 11
+
+
+class AuthenticationFailed(LbError):
+    """Redis refused the credentials (wrong user name or password): not an outage."""
+
+    exit_code = 12
+
+
+class UnsafeRedisConfig(LbError):
+    """Redis is configured so that lb would lose acknowledged work (an evicting
+    ``maxmemory-policy``); the message says how to fix it or to override the check."""
+
+    exit_code = 13
+
+
+class WorkerDied(LbError):
+    """A worker's own machinery (its I/O loop, claim or takeover loop) stopped: the process
+    must exit so that its tasks are taken over."""
+
+    exit_code = 14
+
+
+class FunctionAborted(LbError):
+    """A function raised ``SystemExit``, ``KeyboardInterrupt`` or another ``BaseException``
+    that is not an ``Exception``: that call fails (no function retry), the worker lives on."""
 
 
 class PromiseRejected(LbError):

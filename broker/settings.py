@@ -46,11 +46,13 @@ class Settings:
     default_timeout_ms: int = 24 * 3600 * 1000
     ttl_ms: int = 5000
     max_deliveries: int = 10
+    max_deaths: int = 2
     max_failures: int = 3
     max_inflight: int = 1024
     max_connections: int = 64
     socket_timeout: float | None = None
     connect_timeout: float = 2.0
+    allow_eviction: bool = False
 
     def __post_init__(self) -> None:
         if not _PREFIX_RE.fullmatch(self.prefix):
@@ -61,6 +63,8 @@ class Settings:
             raise BadInput("shards must be between 1 and 1024")
         if self.max_payload < 64:
             raise BadInput("max_payload must be at least 64 bytes")
+        if not 1 <= self.max_deaths <= 100:
+            raise BadInput("max_deaths must be between 1 and 100")
         if self.ttl_ms < 200:
             raise BadInput("ttl must be at least 0.2 s")
         try:
@@ -83,6 +87,8 @@ class Settings:
         """Build settings from ``url`` (default: ``$LB_REDIS_URL``, then the local default)."""
         chosen = url or os.environ.get("LB_REDIS_URL") or DEFAULT_URL
         prefix = overrides.pop("prefix", None) or os.environ.get("LB_PREFIX") or "lb"
+        if "allow_eviction" not in overrides and os.environ.get("LB_ALLOW_EVICTION"):
+            overrides["allow_eviction"] = os.environ["LB_ALLOW_EVICTION"] not in ("0", "")
         env_ret = os.environ.get("LB_RETENTION")
         if overrides.get("retention_ms") is None and env_ret:
             overrides["retention_ms"] = _retention_ms(env_ret, "LB_RETENTION")

@@ -188,6 +188,7 @@ class TaskQueue:
                 self._cursors[base],
                 count - len(held),
                 self.broker.settings.max_deliveries,
+                self.broker.settings.max_deaths,
                 *dead_list,
             ]
             rows = await self.broker.script("takeover", [Keys.stream(base, self.group)], args)

@@ -16,7 +16,7 @@ import click
 from lb.broker.client import Broker
 from lb.broker.codec import decode
 from lb.broker.embedded import EmbeddedRedis
-from lb.broker.errors import BadInput, LbError, UnknownFunction
+from lb.broker.errors import BadInput, LbError, RedisUnavailable, UnknownFunction
 from lb.broker.keys import check_func_name, check_group, check_id, check_root_id
 from lb.broker.status import known_functions
 from lb.cli.common import (
@@ -76,7 +76,8 @@ def _event_printer(kind: str, data: dict[str, Any]) -> None:
         "stalled",
         "released",
         "redis-down",
-        "redis-wait",
+        "redis-up",
+        "died",
         "retry",
         "suspended",
         "error",
@@ -136,7 +137,28 @@ def worker(
         on_event=None if quiet else _event_printer,
     )
     setup(r)
+    _start_patiently(r)
     r.serve()
+
+
+def _start_patiently(r: Resonate) -> None:
+    """Join the group, waiting (one line when it starts, one when it ends) while Redis is
+    down, full or read-only: a worker started before its Redis, or during a failover, comes
+    up by itself. Errors no wait can fix (bad config, permissions, password) exit at once."""
+    waited = 0.0
+    while True:
+        try:
+            r.start()
+        except RedisUnavailable as exc:
+            if waited == 0.0:
+                click.echo(f"{time.strftime('%H:%M:%S')} waiting for Redis: {exc}", err=True)
+            delay = min(5.0, 0.5 + waited / 4)
+            time.sleep(delay)
+            waited += delay
+            continue
+        if waited:
+            click.echo(f"{time.strftime('%H:%M:%S')} Redis answered after {waited:.0f} s")
+        return
 
 
 @cli.command()

@@ -15,7 +15,7 @@ from lb.broker.codec import decode, encode
 from lb.broker.errors import BadInput
 from lb.broker.keys import check_func_name
 
-__all__ = ["Call", "decode_error", "encode_error"]
+__all__ = ["Call", "decode_error", "encode_error", "safe_str"]
 
 
 @dataclass(frozen=True)
@@ -58,8 +58,18 @@ class Call:
         return cls(func, args, kwargs, version, parent)
 
 
+def safe_str(exc: BaseException | None) -> str:
+    """``str(exc)``, even for an exception whose ``__str__`` raises (never raises itself)."""
+    if exc is None:
+        return ""
+    try:
+        return str(exc)
+    except BaseException as err:  # a broken __str__ must not escape the retry policy
+        return f"<str() of {type(exc).__name__} raised {type(err).__name__}>"
+
+
 def encode_error(exc: BaseException, max_payload: int) -> bytes:
-    message = str(exc)[:4000]
+    message = safe_str(exc)[:4000]
     return encode({"type": type(exc).__name__, "message": message}, max_payload, what="error")
 
 

@@ -17,15 +17,19 @@ connections are bounded; a burst waits for room instead of failing.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import logging
+import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from lb.broker.client import Broker
 from lb.broker.codec import decode, encode
 from lb.broker.embedded import EmbeddedRedis
-from lb.broker.errors import BadInput, PromiseRejected
+from lb.broker.errors import BadInput, LbError, PromiseRejected, WorkerDied
 from lb.broker.keys import check_root_id
 from lb.broker.records import Promise
 from lb.broker.settings import Settings
@@ -37,6 +41,8 @@ from lb.sdk.registry import Function, Registry
 from lb.sdk.retry import RetryPolicy
 from lb.sdk.target import parse_target
 from lb.sdk.worker import Worker
+
+log = logging.getLogger("lb.sdk")
 
 __all__ = ["Handle", "Options", "Resonate", "value_of"]
 
@@ -236,6 +242,7 @@ class Resonate:
         self.worker: Worker | None = None
         self._stopped = threading.Event()
         self._closed = False
+        self._death: BaseException | None = None
 
     @classmethod
     def remote(
@@ -329,20 +336,52 @@ class Resonate:
     def start(self) -> Worker:
         """Serve this instance's group with its registered functions (returns at once)."""
         if self.worker is None:
-            self.worker = Worker(
-                self.settings, self._io, self.registry, self.group, **self._worker_args
-            )
-            self._io.call(self.worker.start())
+            w = Worker(self.settings, self._io, self.registry, self.group, **self._worker_args)
+            w.on_death = self._died
+            try:
+                self._io.call(w.start())
+            except BaseException:
+                self._bounded(w.stop(), time.monotonic() + STOP_TIMEOUT_S)
+                raise
+            self.worker = w
         return self.worker
 
+    def _bounded(self, coro: Any, deadline: float) -> None:
+        """Run a stop step on the I/O loop, giving up at ``deadline`` (Redis stalled)."""
+        if not self._io.thread.is_alive():
+            coro.close()
+            return
+        try:
+            self._io.call(coro, timeout=max(0.05, deadline - time.monotonic()))
+        except concurrent.futures.TimeoutError:
+            _log_stop_timeout()
+        except LbError:
+            pass
+
+    def _died(self, exc: BaseException) -> None:
+        self._death = exc
+        self._stopped.set()
+
     def serve(self) -> None:
-        """Start and block until SIGTERM/SIGINT (or ``stop()``), then stop cleanly."""
+        """Start and block until SIGTERM/SIGINT (or ``stop()``), then stop cleanly.
+
+        Bounded: the hand-back at stop takes at most STOP_TIMEOUT_S whatever Redis does (what
+        it could not hand back goes by takeover), and a second signal exits at once (130).
+        Raises :class:`WorkerDied` when the worker's own machinery stopped (its tasks are then
+        taken over: its heartbeats have stopped)."""
         self.start()
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, lambda *_: self._stopped.set())
+                signal.signal(sig, self._on_signal)
         self._stopped.wait()
         self.stop()
+        if self._death is not None:
+            raise WorkerDied(str(self._death))
+
+    def _on_signal(self, *_: Any) -> None:
+        if self._stopped.is_set():
+            os._exit(130)  # a second signal: the operator does not want to wait
+        self._stopped.set()
 
     def stop(self) -> None:
         """Stop serving (hand running tasks back at once) and close every connection.
@@ -351,14 +390,27 @@ class Resonate:
             return
         self._closed = True
         self._stopped.set()
+        deadline = time.monotonic() + STOP_TIMEOUT_S
         if self.worker is not None:
-            self._io.call(self.worker.stop())
-            self.worker = None
-        self._io.call(self._listener.close())
-        self._io.call(self._broker.close())
+            worker, self.worker = self.worker, None
+            if worker.heartbeat is not None and self._death is not None:
+                worker.heartbeat.stopping.set()
+            self._bounded(worker.stop(), deadline)
+        self._bounded(self._listener.close(), deadline)
+        self._bounded(self._broker.close(), deadline)
         self._io.stop()
         if self._embedded is not None:
             self._embedded.cleanup()
+
+
+STOP_TIMEOUT_S = 5.0
+
+
+def _log_stop_timeout() -> None:
+    log.warning(
+        "stop: Redis did not answer within %.0f s; what was not handed back goes by takeover",
+        STOP_TIMEOUT_S,
+    )
 
 
 async def _semaphore(n: int) -> asyncio.Semaphore:

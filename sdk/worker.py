@@ -25,17 +25,26 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from lb.broker.client import Broker
+from lb.broker.client import Broker, translate_errors
 from lb.broker.codec import encode
-from lb.broker.errors import BadInput, Fenced, LbError, RedisUnavailable, UnknownFunction
+from lb.broker.errors import (
+    BadInput,
+    Fenced,
+    FunctionAborted,
+    LbError,
+    RedisUnavailable,
+    UnknownFunction,
+    WorkerDied,
+)
 from lb.broker.heartbeat import Heartbeat
 from lb.broker.records import Claimed
 from lb.broker.settings import Settings
 from lb.broker.tasks import TaskQueue
 from lb.sdk.context import AsyncContext, Context, Execution, Lost, Suspend
-from lb.sdk.encoding import Call, encode_error
+from lb.sdk.encoding import Call, encode_error, safe_str
 from lb.sdk.liveness import LoopWatch
 from lb.sdk.loop import IoLoop
+from lb.sdk.outage import OutageLog, refusing
 from lb.sdk.registry import Registry
 from lb.sdk.threads import DaemonPool
 
@@ -95,6 +104,9 @@ class Worker:
             on_event,
         )
         self.heartbeat: Heartbeat | None = None
+        self.outage = OutageLog(self._emit)
+        self.died: BaseException | None = None
+        self.on_death: Callable[[BaseException], None] | None = None
         self.completed = 0
         self.pool = DaemonPool(self.slots)
 
@@ -108,7 +120,14 @@ class Worker:
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
-        """Join the group and start claiming (returns at once; work happens on the loop)."""
+        """Join the group and start claiming (returns at once; work happens on the loop).
+        Refuses an evicting Redis (:class:`UnsafeRedisConfig`); every Redis failure here is
+        one of lb's typed errors."""
+        async with translate_errors():
+            await self._join()
+
+    async def _join(self) -> None:
+        await self.broker.check_server()
         await self.queue.ensure_group()
         sec, usec = await self.broker.redis.time()  # the Redis clock: lb keeps no clock of its own
         await self.queue.register(
@@ -141,7 +160,27 @@ class Worker:
             loop.create_task(self._takeover_loop()),
             loop.create_task(self._sweep_loop()),
         ]
+        for t in self._loops:
+            t.add_done_callback(self._loop_ended)
         self._emit("joined", group=self.group, slots=self.slots)
+
+    def _loop_ended(self, task: asyncio.Task[None]) -> None:
+        """A worker loop must run until stop(): if one ends otherwise, the worker is dead.
+        Its heartbeats stop at once (its tasks are taken over) and ``on_death`` is told, so
+        that ``serve()`` / ``lb worker`` exit non-zero instead of holding tasks forever."""
+        if self._stopping or self.died is not None:
+            return
+        exc = None if task.cancelled() else task.exception()
+        self.died = WorkerDied(
+            f"worker {self.pid}: its {getattr(task.get_coro(), '__qualname__', '?')} loop ended "
+            f"({type(exc).__name__ if exc else 'cancelled'}: {safe_str(exc)})"
+        )
+        log.critical("%s", self.died)
+        self._emit("died", error=str(self.died))
+        if self.heartbeat:
+            self.heartbeat.stopping.set()
+        if self.on_death is not None:
+            self.on_death(self.died)
 
     async def stop(self) -> None:
         """Stop claiming, hand running tasks back at once, close connections."""
@@ -191,7 +230,7 @@ class Worker:
     # -- loops ----------------------------------------------------------------------------
     async def _guard(self, what: str, exc: BaseException) -> None:
         if isinstance(exc, RedisUnavailable):
-            self._emit("redis-down", error=str(exc))
+            self.outage.seen(exc)
         else:
             log.exception("%s failed", what)
         await asyncio.sleep(0.5)
@@ -211,6 +250,7 @@ class Worker:
                 got = await self.queue.read(self.free, block_ms=1000)
                 for base, entries in got.items():
                     held, dead = await self.queue.acquire(base, entries)
+                    self.outage.over()
                     for tid in dead:
                         self._emit("dead-letter", id=tid)
                     for c in held:
@@ -314,6 +354,18 @@ class Worker:
         self._free.set()
 
     async def _invoke(self, ex: Execution, is_async: bool) -> Any:
+        try:
+            return await self._invoke_fn(ex, is_async)
+        except (Exception, Suspend, Lost, asyncio.CancelledError):
+            raise
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt, GeneratorExit...
+            # would end the I/O loop (and with it the worker, silently): fails this call only.
+            raise FunctionAborted(
+                f"{ex.call.func} raised {type(exc).__name__}({safe_str(exc)}): a function may "
+                "not end its worker; the call fails"
+            ) from None
+
+    async def _invoke_fn(self, ex: Execution, is_async: bool) -> Any:
         fn = self.registry.get(ex.call.func, ex.call.version).fn
         ex.counter = 0
         if is_async:
@@ -373,14 +425,15 @@ class Worker:
                     retries += 1
                     # A step's final outcome (retried where it happened, or a rejected child)
                     # would only be replayed by a function retry: it ends the call.
-                    final = any(exc is f for f in ex.final)
+                    final = any(exc is f for f in ex.final) or isinstance(exc, FunctionAborted)
                     delay = None if final else func.retry.delay(retries)
                     if delay is None or ex.lost:
                         await self._settle(
                             ex, "rejected", encode_error(exc, self.settings.max_payload)
                         )
                         return
-                    self._emit("retry", id=ex.id, error=f"{type(exc).__name__}: {exc}", delay=delay)
+                    error = f"{type(exc).__name__}: {safe_str(exc)}"
+                    self._emit("retry", id=ex.id, error=error, delay=delay)
                     await asyncio.sleep(delay)
                     ex.retries = retries
                     continue
@@ -410,10 +463,11 @@ class Worker:
         failure]; the clock restarts only when a re-run got further than the last one did, so
         failures at the same point can never re-run it forever."""
         now = time.monotonic()
+        self.outage.seen(exc)
         if ex.counter > outage[1]:
             outage[0] = now  # progress since the last failure (or the first one): a new outage
         outage[1] = ex.counter
-        if now - outage[0] > OUTAGE_PATIENCE_S:
+        if now - outage[0] > OUTAGE_PATIENCE_S and not refusing(exc):
             if self.redis_ok_at > outage[0] + OUTAGE_PATIENCE_S / 2:
                 return "fail"
             self._emit("error", id=ex.id, error=f"abandoned: {exc}")
@@ -453,10 +507,14 @@ class Worker:
                 await self.queue.fulfill(ex.fence, state, data)
                 break
             except RedisUnavailable as exc:
-                if time.monotonic() - since > OUTAGE_PATIENCE_S:
+                # A Redis that refuses writes (full, read-only) is waited out however long:
+                # the value is held here until it can be stored.
+                if time.monotonic() - since > OUTAGE_PATIENCE_S and not refusing(exc):
                     raise
+                self.outage.seen(exc)
                 self._emit("redis-wait", id=ex.id, error=str(exc))
                 await asyncio.sleep(_backoff(time.monotonic() - since))
+        self.outage.over()
         self.completed += 1
         self._emit("done", id=ex.id, state=state, attempt=1 + ex.claimed.lapses + ex.retries)
 

@@ -166,13 +166,14 @@ local function new_promise(id, param, ph, tags, timeout, group, timer, now, cap,
   end
 end
 
--- Move a task's entry to its group's dead-letter stream and reject its promise.
-local function dead_letter(tid, group, eid, reason, now)
+-- Move a task's entry to its group's dead-letter stream and reject its promise (error type
+-- ``etype``, default DeadLettered; Quarantined for a call that kept killing its workers).
+local function dead_letter(tid, group, eid, reason, now, etype)
   redis.call('XADD', k_dlq(group), 'MAXLEN', '~', '10000', '*', 't', tid, 'eid', eid or '',
              'reason', reason, 'at', now)
   drop_entry(group, eid)
   redis.call('HSET', k_task(tid), 'eid', '')
-  local value = cmsgpack.pack({type = 'DeadLettered', message = reason})
+  local value = cmsgpack.pack({type = etype or 'DeadLettered', message = reason})
   settle(tid, 'rejected', value, '', now)
 end
 

@@ -18,5 +18,6 @@ for i = 6, #ARGV do redis.call('SADD', k_cb(ARGV[i]), tid) end
 local t = redis.call('HMGET', k_task(tid), 'group', 'eid')
 drop_entry(t[1], t[2])
 -- A suspension is a clean end of this delivery: the strike count starts again.
-redis.call('HSET', k_task(tid), 'state', 'suspended', 'eid', '', 'pid', '', 'strikes', 0)
+redis.call('HSET', k_task(tid), 'state', 'suspended', 'eid', '', 'pid', '', 'strikes', 0,
+           'deaths', 0)
 return {'suspended'}

@@ -125,7 +125,7 @@ def test_max_deliveries_dead_letters_on_repeated_takeover(redis_url: str, prefix
     empty, and B is fenced."""
 
     async def scenario() -> None:
-        b = make_broker(redis_url, prefix, max_deliveries=2)
+        b = make_broker(redis_url, prefix, max_deliveries=2, max_deaths=10)
         a, bq, cq = (TaskQueue(b, GROUP, w) for w in ("A", "B", "C"))
         try:
             await b.create("job", group=GROUP)

@@ -10,7 +10,9 @@ Redis actually holds:
 * one owner: an acquired task has exactly one pending stream entry, owned by its holder at the
   current version; a pending task's entry is on the stream; nothing else names the task;
 * a resume is not a failure: a task is dead-lettered only after more than ``max_deliveries``
-  deliveries in a row ended in nothing (no completion, suspension or clean release);
+  deliveries in a row ended in nothing (no completion, suspension or clean release), or
+  quarantined when its holder died ``max_deaths`` times in a row (takeovers of it while it
+  was acquired, with no suspension in between), and the death count in Redis is the model's;
 * settled steps are final while their root lives: a settled step's record exists while its
   root is pending;
 * deadlines first: a completion or settle after the promise's deadline finds it timed out;
@@ -38,6 +40,7 @@ from tests.broker_tests.broker_helpers import redis_now, shutdown
 GROUP = "m"
 WORKERS = ("w1", "w2", "w3")
 MAX_DELIVERIES = 3
+MAX_DEATHS = 2  # at 2 a second death quarantines (no delayed redelivery in this model)
 RETENTION_MS = 60
 SEEDS = list(range(12))
 STEPS = 160
@@ -53,6 +56,7 @@ class Task:
     task: str = "pending"  # pending | acquired | suspended | fulfilled
     holder: tuple[str, str] | None = None  # (pid, version)
     strikes: int = 0  # deliveries in a row that ended in nothing (incl. the current one)
+    deaths: int = 0  # takeovers while acquired since the last suspension
     steps: dict[str, str] = field(default_factory=dict)  # child id -> state
     awaited: str | None = None
     counter: int = 0
@@ -69,6 +73,7 @@ class Driver:
             url,
             prefix=prefix,
             max_deliveries=MAX_DELIVERIES,
+            max_deaths=MAX_DEATHS,
             retention_ms=RETENTION_MS,
             ttl_ms=1000,
         )
@@ -95,9 +100,15 @@ class Driver:
         assert t.holder is not None
         return Fence(t.id, t.holder[1], t.holder[0])
 
-    def _claimed(self, w: str, held: list[Any], dead: list[str]) -> None:
+    def _claimed(
+        self, w: str, held: list[Any], dead: list[str], takeover: bool = False
+    ) -> None:
         for c in held:
             t = self.tasks[c.task_id]
+            if takeover and t.task == "acquired":
+                t.deaths += 1
+                if t.deaths >= MAX_DEATHS:
+                    raise Violation(f"{t.id} claimed again after {t.deaths} holder deaths")
             if t.holder:
                 self.stale.append(self.fence(t))
             t.strikes += 1
@@ -106,6 +117,10 @@ class Driver:
             t.task, t.holder = "acquired", (w, c.version)
         for tid in dead:
             t = self.tasks[tid]
+            if takeover and t.task == "acquired" and t.deaths + 1 >= MAX_DEATHS:
+                t.deaths += 1  # quarantined: its holder died MAX_DEATHS times in a row
+                self._settled(t, "rejected")
+                continue
             if t.strikes + 1 <= MAX_DELIVERIES:
                 raise Violation(
                     f"{tid} dead-lettered after {t.strikes} empty deliveries "
@@ -153,7 +168,7 @@ class Driver:
             t = self.tasks[c.task_id]
             if t.holder is None and t.task != "pending":
                 raise Violation(f"takeover of {t.id} in task state {t.task}")
-        self._claimed(w, held, dead)
+        self._claimed(w, held, dead, takeover=True)
 
     async def op_heartbeat(self, w: str) -> None:
         for t in self.held_by(w):
@@ -203,7 +218,7 @@ class Driver:
         if outcome != "suspended":
             raise Violation(f"suspend of {t.id} on a new promise answered {outcome}")
         self.stale.append(self.fence(t))
-        t.task, t.holder, t.awaited, t.strikes = "suspended", None, cid, 0
+        t.task, t.holder, t.awaited, t.strikes, t.deaths = "suspended", None, cid, 0, 0
         t.steps[cid] = "pending"
 
     async def op_resume(self) -> None:
@@ -341,6 +356,9 @@ class Driver:
                 continue  # settled: checked through the promise below
             if state != t.task and not (t.task == "pending" and state == "fulfilled"):
                 raise Violation(f"{t.id}: task {state!r} in Redis, {t.task!r} in the model")
+            deaths = int(h.get(b"deaths", b"0") or 0)
+            if deaths != t.deaths:
+                raise Violation(f"{t.id}: {deaths} holder deaths in Redis, {t.deaths} in model")
             if state == "acquired":
                 pid, v = h[b"pid"].decode(), h[b"v"].decode()
                 if t.holder != (pid, v):
