@@ -38,7 +38,7 @@ from lb.broker.errors import (
 )
 from lb.broker.keys import PROMISE_STATES, Keys, check_group, check_id, check_root_id
 from lb.broker.records import NO_FENCE, Fence, Promise, parse_promise
-from lb.broker.scripts import Scripts
+from lb.broker.scripts import Scripts, command_at
 from lb.broker.settings import Settings
 
 __all__ = ["Broker", "translate_errors"]
@@ -75,9 +75,15 @@ def translate(exc: BaseException) -> LbError:
                 "Redis is read-only (a replica, or a failover in progress): point --redis at "
                 "the primary; workers wait and carry on once a primary answers"
             )
-        if isinstance(exc, rexc.NoPermissionError) or "NOPERM" in text[:300]:
+        if (
+            isinstance(exc, rexc.NoPermissionError)
+            or "NOPERM" in text[:300]
+            or "can't run this command" in text[:300]
+        ):
+            where = command_at(text)
+            what = f"run {where[1]} (in lb's {where[0]} script)" if where else "do this"
             return PermissionDenied(
-                f"the Redis user may not do this ({_noperm(text)}); grant it the rules in "
+                f"the Redis user may not {what} ({_noperm(text)}); grant it the rules in "
                 "the README's 'Redis users (ACL)' section"
             )
         return LbError(f"Redis refused the call: {text}")

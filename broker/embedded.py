@@ -72,8 +72,10 @@ class EmbeddedRedis:
         directory: str | None = None,
         appendfsync: str = "everysec",
         binary: str | None = None,
+        extra: list[str] | None = None,
     ) -> None:
         self.port = port or free_port()
+        self.extra = list(extra or [])  # more redis-server arguments (``--maxmemory 10mb``...)
         self._tmp = None if directory else tempfile.TemporaryDirectory(prefix="lb-redis-")
         self.directory = directory or (self._tmp.name if self._tmp else ".")
         self.appendfsync = appendfsync
@@ -103,6 +105,7 @@ class EmbeddedRedis:
             "no",
             "--logfile",
             os.path.join(self.directory, "redis.log"),
+            *self.extra,
         ]
 
     def version(self) -> str:
@@ -122,6 +125,8 @@ class EmbeddedRedis:
                 try:
                     if client.ping():
                         return self
+                except redis.AuthenticationError:
+                    return self  # it answers (a server started with --requirepass)
                 except (redis.ConnectionError, redis.BusyLoadingError):
                     time.sleep(0.02)
         finally:

@@ -7,6 +7,8 @@ them again when Redis answers NOSCRIPT (after a restart or a SCRIPT FLUSH), in p
 
 from __future__ import annotations
 
+import hashlib
+import re
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -14,7 +16,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-__all__ = ["SCRIPT_NAMES", "Scripts", "script_source"]
+__all__ = ["SCRIPT_NAMES", "Scripts", "command_at", "script_source"]
 
 SCRIPT_NAMES = (
     "create",
@@ -37,6 +39,26 @@ def script_source(name: str) -> str:
     """The full text sent to Redis for script ``name``: lib.lua, then the script."""
     lua = resources.files("lb.broker") / "lua"
     return (lua / "lib.lua").read_text("utf-8") + "\n" + (lua / f"{name}.lua").read_text("utf-8")
+
+
+@cache
+def _by_sha() -> dict[str, str]:
+    return {hashlib.sha1(script_source(n).encode()).hexdigest(): n for n in SCRIPT_NAMES}
+
+
+def command_at(message: str) -> tuple[str, str] | None:
+    """(script name, Redis command) on the script line an error points at (``call to
+    f_<sha>`` and ``@user_script:N``), e.g. to name the command an ACL denied inside one of
+    lb's scripts (Redis 6.2 does not name it)."""
+    sha = re.search(r"f_([0-9a-f]{40})", message)
+    line = re.search(r"@user_script:\s*(\d+)", message)
+    name = _by_sha().get(sha.group(1)) if sha else None
+    if name is None or line is None:
+        return None
+    lines = script_source(name).splitlines()
+    n = int(line.group(1))
+    call = re.search(r"redis\.call\('([A-Za-z]+)'", lines[n - 1]) if 1 <= n <= len(lines) else None
+    return (name, call.group(1).upper()) if call else None
 
 
 class Scripts:

@@ -198,7 +198,7 @@ class Worker:
             if ex.task is not None:
                 ex.task.cancel()
         if self.heartbeat:
-            self.heartbeat.stop()
+            await asyncio.to_thread(self.heartbeat.stop)  # its join must not block the loop
         self.pool.shutdown()
         await self.queue.close()
         await self.broker.close()

@@ -9,6 +9,8 @@ Redis, written with O_APPEND) so that tests can count real executions:
 from __future__ import annotations
 
 import os
+import signal
+import sys
 import time
 from typing import Any
 
@@ -97,6 +99,24 @@ async def async_sleeper(ctx: AsyncContext, seconds: float) -> dict[str, Any]:
     return {"worker": ctx.worker, "slept": seconds}
 
 
+def ends_worker(ctx: Context, how: str) -> None:
+    """Raises what would end its worker: SystemExit, KeyboardInterrupt, a bare BaseException."""
+    journal("ends", ctx.id, ctx.worker, ctx.attempt)
+    if how == "exit":
+        sys.exit(3)
+    if how == "interrupt":
+        raise KeyboardInterrupt
+    raise BaseException("not an Exception")
+
+
+def kills_worker(ctx: Context, how: str) -> None:
+    """A poison call: kills the process running it (kill -9 of itself, or os._exit)."""
+    journal("kills", ctx.id, ctx.worker, ctx.attempt)
+    if how == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    os._exit(1)
+
+
 def register(resonate: Resonate) -> None:
     register_demo(resonate)  # compute_something, echo, fail
     for f in (record, grinder, steps, child, parent, boom):
@@ -104,3 +124,5 @@ def register(resonate: Resonate) -> None:
     resonate.register(flaky, retry=Constant(0.1, 3))
     resonate.register(flaky, name="flaky_never", retry=Never())
     resonate.register(async_sleeper, retry=Never())
+    resonate.register(ends_worker)  # the default retry policy: containment must not retry
+    resonate.register(kills_worker)

@@ -100,9 +100,7 @@ class Driver:
         assert t.holder is not None
         return Fence(t.id, t.holder[1], t.holder[0])
 
-    def _claimed(
-        self, w: str, held: list[Any], dead: list[str], takeover: bool = False
-    ) -> None:
+    def _claimed(self, w: str, held: list[Any], dead: list[str], takeover: bool = False) -> None:
         for c in held:
             t = self.tasks[c.task_id]
             if takeover and t.task == "acquired":
