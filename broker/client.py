@@ -15,6 +15,7 @@ import asyncio
 import json
 import logging
 import math
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -81,7 +82,14 @@ def translate(exc: BaseException) -> LbError:
             or "can't run this command" in text[:300]
         ):
             where = command_at(text)
-            what = f"run {where[1]} (in lb's {where[0]} script)" if where else "do this"
+            named = re.search(r"run the '([\w|]+)' command", text)
+            what = (
+                f"run {where[1]} (in lb's {where[0]} script)"
+                if where
+                else f"run {named.group(1).upper()}"
+                if named
+                else "do this"
+            )
             return PermissionDenied(
                 f"the Redis user may not {what} ({_noperm(text)}); grant it the rules in "
                 "the README's 'Redis users (ACL)' section"

@@ -31,6 +31,7 @@ SCRIPT_NAMES = (
     "takeover",
     "sweep",
     "search",
+    "prune",
 )
 
 
@@ -50,7 +51,7 @@ def command_at(message: str) -> tuple[str, str] | None:
     """(script name, Redis command) on the script line an error points at (``call to
     f_<sha>`` and ``@user_script:N``), e.g. to name the command an ACL denied inside one of
     lb's scripts (Redis 6.2 does not name it)."""
-    sha = re.search(r"f_([0-9a-f]{40})", message)
+    sha = re.search(r"(?:f_|script: )([0-9a-f]{40})", message)  # Redis 6.2 | 7
     line = re.search(r"@user_script:\s*(\d+)", message)
     name = _by_sha().get(sha.group(1)) if sha else None
     if name is None or line is None:

@@ -308,9 +308,11 @@ for _state, _name, _help in (
 
 
 def main() -> None:
+    from lb.cli.acl import acl
     from lb.cli.demo import demo
     from lb.cli.status import status, top
 
+    cli.add_command(acl)
     cli.add_command(status)
     cli.add_command(top)
     cli.add_command(demo)

@@ -15,6 +15,7 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -44,17 +45,15 @@ from lb.sdk.context import AsyncContext, Context, Execution, Lost, Suspend
 from lb.sdk.encoding import Call, encode_error, safe_str
 from lb.sdk.liveness import LoopWatch
 from lb.sdk.loop import IoLoop
-from lb.sdk.outage import OutageLog, refusing
+from lb.sdk.outage import OutageLog
 from lb.sdk.registry import Registry
+from lb.sdk.riding import RidesOutages, redis_down
 from lb.sdk.threads import DaemonPool
 
 __all__ = ["Worker", "worker_name"]
 
 log = logging.getLogger("lb.worker")
 
-# How long a running execution waits out a Redis outage (retrying its steps and its completion)
-# before it is abandoned to the takeover path.
-OUTAGE_PATIENCE_S = 30.0
 # How long a call for a function this worker does not have waits before its next delivery.
 PASS_ON_DELAY_MS = 1000
 # The event loop must tick at least this often (fraction of the ttl) for heartbeats to renew.
@@ -65,7 +64,7 @@ def worker_name() -> str:
     return f"{socket.gethostname()[:20]}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
 
 
-class Worker:
+class Worker(RidesOutages):
     def __init__(
         self,
         settings: Settings,
@@ -197,6 +196,8 @@ class Worker:
                 pass
             if ex.task is not None:
                 ex.task.cancel()
+        with contextlib.suppress(LbError):  # consumers stay bounded by live workers
+            await self.queue.forget_self()  # (kept if a hand-back failed)
         if self.heartbeat:
             await asyncio.to_thread(self.heartbeat.stop)  # its join must not block the loop
         self.pool.shutdown()
@@ -413,7 +414,7 @@ class Worker:
                         self._emit("lost", id=ex.id)
                     return
                 except Exception as exc:
-                    if _redis_down(exc) and not ex.lost:
+                    if redis_down(exc) and not ex.lost:
                         # A durable step could not reach Redis: not the function's failure, so
                         # its retry budget is untouched and its promise is not rejected...
                         verdict = await self._ride_out(ex, exc, outage)
@@ -452,90 +453,6 @@ class Worker:
             self._emit("error", id=ex.id, error=str(exc))
         finally:
             self._end(ex)
-
-    async def _ride_out(self, ex: Execution, exc: BaseException, outage: list[float]) -> str:
-        """Wait out a Redis outage met by ``ex``. Returns ``"rerun"`` (re-run it from the top:
-        settled steps replay), ``"stop"`` (taken over meanwhile - Redis is asked before any
-        re-run - or abandoned to the takeover path after OUTAGE_PATIENCE_S while lb's Redis
-        is still silent) or ``"fail"`` (the failure lasted OUTAGE_PATIENCE_S while lb's Redis
-        answered the sweeper: the function's own, e.g. another Redis it uses is down; the
-        normal retry policy applies). ``outage`` is [start, steps reached at the last
-        failure]; the clock restarts only when a re-run got further than the last one did, so
-        failures at the same point can never re-run it forever."""
-        now = time.monotonic()
-        self.outage.seen(exc)
-        if ex.counter > outage[1]:
-            outage[0] = now  # progress since the last failure (or the first one): a new outage
-        outage[1] = ex.counter
-        if now - outage[0] > OUTAGE_PATIENCE_S and not refusing(exc):
-            if self.redis_ok_at > outage[0] + OUTAGE_PATIENCE_S / 2:
-                return "fail"
-            self._emit("error", id=ex.id, error=f"abandoned: {exc}")
-            return "stop"
-        self._emit("redis-wait", id=ex.id, error=str(exc))
-        await asyncio.sleep(_backoff(now - outage[0]))
-        if not await self._still_held(ex):
-            self._emit("lost", id=ex.id)  # taken over meanwhile: never re-run it here
-            return "stop"
-        return "rerun"
-
-    async def _still_held(self, ex: Execution) -> bool:
-        """Ask Redis (not the heartbeat thread, which may not have caught up after an outage)
-        whether this execution still holds its task; False, and ``ex`` marked lost, if not.
-        While Redis is still unreachable the answer is True: the next step will fail again."""
-        if ex.lost:
-            return False
-        try:
-            held = await self.queue.holds(ex.claimed.base, ex.fence)
-        except RedisUnavailable:
-            return True
-        self.redis_ok_at = time.monotonic()
-        if not held:
-            ex.lost = True
-        return held
-
-    async def _settle(self, ex: Execution, state: str, data: bytes) -> None:
-        """Fulfill, retrying through a Redis outage of up to OUTAGE_PATIENCE_S (so a finished
-        function is not run again for want of one write). A retry after a fulfill whose reply
-        was lost gets FENCED (the task is already fulfilled): reported as fenced, and safe."""
-        since = time.monotonic()
-        while True:
-            if ex.lost:
-                self._emit("fenced", id=ex.id)
-                return
-            try:
-                await self.queue.fulfill(ex.fence, state, data)
-                break
-            except RedisUnavailable as exc:
-                # A Redis that refuses writes (full, read-only) is waited out however long:
-                # the value is held here until it can be stored.
-                if time.monotonic() - since > OUTAGE_PATIENCE_S and not refusing(exc):
-                    raise
-                self.outage.seen(exc)
-                self._emit("redis-wait", id=ex.id, error=str(exc))
-                await asyncio.sleep(_backoff(time.monotonic() - since))
-        self.outage.over()
-        self.completed += 1
-        self._emit("done", id=ex.id, state=state, attempt=1 + ex.claimed.lapses + ex.retries)
-
-
-def _redis_down(exc: BaseException) -> bool:
-    """True when ``exc``, or an exception it was raised from, is lb's RedisUnavailable (user
-    code that wraps a failed step in its own exception still counts as an outage)."""
-    e: BaseException | None = exc
-    for _ in range(8):
-        if e is None:
-            return False
-        if isinstance(e, RedisUnavailable):
-            return True
-        # ``raise X from None`` means the code chose to hide the cause: respect that.
-        e = e.__cause__ or (None if e.__suppress_context__ else e.__context__)
-    return False
-
-
-def _backoff(waited: float) -> float:
-    """0.1 s, doubling with the time already waited, at most 2 s; jittered."""
-    return min(2.0, max(0.1, waited)) * random.uniform(0.8, 1.2)
 
 
 def _set_result(fut: asyncio.Future[Any], value: Any) -> None:

@@ -211,3 +211,41 @@ def test_shutdown_is_bounded_while_redis_is_stalled(fresh: Fleet) -> None:
             os.kill(redis_pid, signal.SIGCONT)
     finally:
         client.stop()
+
+
+def _consumers(url: str, prefix: str) -> list[str]:
+    r = redis.Redis.from_url(url)
+    try:
+        rows = r.xinfo_consumers("{" + prefix + ":0}:q:workers", "lb")
+        return sorted(c["name"].decode() for c in rows)
+    finally:
+        r.close()
+
+
+def test_consumers_stay_bounded_by_live_workers(fleet: Fleet) -> None:
+    """40 clean stops left 40 consumers in the group (and XINFO CONSUMERS slowed every
+    takeover pass). Now a clean stop deletes its own consumer, and a dead worker's consumer
+    is deleted once its entries were taken over."""
+    client = Resonate.remote(fleet.redis_url, group="workers", prefix=fleet.prefix)
+    try:
+        for i in range(5):
+            w = fleet.start(f"s{i}", concurrency=1)
+            assert client.rpc(f"c{i}", "echo", i) == i
+            os.kill(w.pid, signal.SIGTERM)
+            assert w.proc.wait(15) == 0
+            assert _consumers(fleet.redis_url, fleet.prefix) == [], w.text()
+        a = fleet.start("a", concurrency=1, ttl=1)
+        b = fleet.start("b", concurrency=1, ttl=1)
+        h = client.begin_rpc("held", "grinder", 1.0)
+        wait_for(lambda: fleet.journal_lines("start", "held"), 30, "the call started")
+        holder = fleet.journal_lines("start", "held")[0][2]
+        victim, survivor = (a, b) if holder == "a" else (b, a)
+        os.kill(victim.pid, signal.SIGKILL)
+        assert h.result(timeout=30)["worker"] == survivor.name
+        wait_for(
+            lambda: _consumers(fleet.redis_url, fleet.prefix) == [survivor.name],
+            30,
+            lambda: f"consumers {_consumers(fleet.redis_url, fleet.prefix)}",
+        )
+    finally:
+        client.stop()

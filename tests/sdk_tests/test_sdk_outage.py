@@ -118,9 +118,9 @@ def test_a_persistent_outage_of_the_functions_own_is_its_failure(
     uses is down) while lb's Redis answers must not be re-run forever. After the outage
     patience (1 s here) with no progress, it is the function's own failure: retry=Never
     rejects the promise with the error, after a bounded number of re-runs."""
-    import lb.sdk.worker
+    import lb.sdk.riding
 
-    monkeypatch.setattr(lb.sdk.worker, "OUTAGE_PATIENCE_S", 1.0)
+    monkeypatch.setattr(lb.sdk.riding, "OUTAGE_PATIENCE_S", 1.0)
     runs: list[int] = []
 
     def step() -> str:
