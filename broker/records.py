@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["Claimed", "Fence", "Promise", "parse_promise"]
@@ -33,6 +33,9 @@ class Promise:
     timeout_at: int
     created_at: int
     settled_at: int
+    # The Redis clock when this record was read (0 when unknown): with timeout_at it gives the
+    # time left without any local clock.
+    read_at: int = field(default=0, compare=False, repr=False)
 
     @property
     def pending(self) -> bool:
@@ -69,6 +72,7 @@ def parse_promise(raw: list[Any]) -> Promise:
         timeout_at=_i(raw[7]),
         created_at=_i(raw[8]),
         settled_at=_i(raw[9]),
+        read_at=_i(raw[10]) if len(raw) > 10 else 0,
     )
 
 

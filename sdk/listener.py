@@ -19,7 +19,7 @@ from typing import Any
 import msgpack
 
 from lb.broker.client import Broker, make_redis, translate_errors
-from lb.broker.errors import LbError, RedisUnavailable, Timeout
+from lb.broker.errors import LbError, NotFound, RedisUnavailable, Timeout
 from lb.broker.keys import Keys
 from lb.broker.records import Promise
 
@@ -28,6 +28,10 @@ __all__ = ["READ_PATIENCE_S", "Listener"]
 READ_PATIENCE_S = 15.0  # how long a wait's first read rides out a Redis outage
 RECHECK_CHUNK = 256  # GETs per pipelined chunk of the safety-net re-check
 RECHECK_PAUSE_S = 0.1  # pause between chunks: at most ~2,500 re-check reads a second
+RECHECK_FIRST_S = 2.0  # a wait is first re-checked this long after it began
+RECHECK_MAX_S = 4.0  # longest interval between two re-checks of one wait
+DEADLINE_SLACK_S = 0.005  # read a pending promise this long after its deadline
+MAX_TIMER_S = 7 * 86400.0  # no deadline timer beyond a week (the re-checks cover those)
 
 
 class Listener:
@@ -41,6 +45,7 @@ class Listener:
         self._task: asyncio.Task[None] | None = None
         self._rechecker: asyncio.Task[None] | None = None
         self._next_check: dict[str, tuple[float, float]] = {}  # id -> (due, interval)
+        self._armed: set[asyncio.Future[Promise]] = set()  # waits whose promise was seen
         self._redis = make_redis(broker.settings, 2)
 
     def expect(self, promise_id: str) -> asyncio.Future[Promise]:
@@ -53,6 +58,19 @@ class Listener:
         fut: asyncio.Future[Promise] = asyncio.get_running_loop().create_future()
         self.waiters.setdefault(promise_id, []).append((fut, time.monotonic()))
         return fut
+
+    def arm(self, fut: asyncio.Future[Promise], p: Promise) -> None:
+        """The promise of this wait exists (its create or first read returned ``p``): from now
+        on a re-check that finds it gone ends the wait with :class:`NotFound` (a wait whose
+        create is still in flight is never ended so). A pending ``p`` is also read again right
+        at its deadline, so the wait ends then even if no worker or sweeper runs anywhere."""
+        self._armed.add(fut)
+        fut.add_done_callback(self._armed.discard)
+        if p.pending and p.read_at:
+            left = max(0.0, (p.timeout_at - p.read_at) / 1000.0) + DEADLINE_SLACK_S
+            if left < MAX_TIMER_S:
+                loop = asyncio.get_running_loop()
+                loop.call_later(left, lambda: loop.create_task(self._recheck(p.id)))
 
     def forget(self, promise_id: str, fut: asyncio.Future[Promise]) -> None:
         lst = self.waiters.get(promise_id)
@@ -79,6 +97,7 @@ class Listener:
             p = await self._read(promise_id, deadline)
             if p.settled:
                 return p
+            self.arm(fut, p)
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             return await self.until(promise_id, fut, left)
         finally:
@@ -123,7 +142,8 @@ class Listener:
 
     async def _recheck_loop(self) -> None:
         """The safety net, beside the push path: a wait is read again (GET) 2 s after it
-        began, then at doubling intervals up to 30 s; at most RECHECK_CHUNK reads go out
+        began, then every RECHECK_MAX_S (so a vanished promise ends its waits with NotFound
+        within a few seconds); at most RECHECK_CHUNK reads go out
         per RECHECK_PAUSE_S, pipelined, so 20,000 waiters cost Redis little."""
         while self.waiters:
             await asyncio.sleep(1.0)
@@ -132,10 +152,10 @@ class Listener:
             for pid, lst in list(self.waiters.items()):
                 if not lst:
                     continue
-                at, every = self._next_check.get(pid, (min(t for _, t in lst) + 2.0, 2.0))
+                at, every = self._next_check.get(pid, (min(t for _, t in lst) + RECHECK_FIRST_S, 2.0))
                 if at <= now:
                     due.append(pid)
-                    every = min(30.0, every * 2)
+                    every = min(RECHECK_MAX_S, every * 2)
                     at = now + every
                 self._next_check[pid] = (at, every)
             for i in range(0, len(due), RECHECK_CHUNK):
@@ -151,10 +171,28 @@ class Listener:
     async def _recheck(self, pid: str) -> None:
         if pid not in self.waiters:
             return
-        with contextlib.suppress(LbError):
+        try:
             p = await self.broker.get(pid, listener=self.client_id)
-            if p.settled:
-                self._deliver(p)
+        except NotFound:
+            self._gone(pid)
+            return
+        except LbError:
+            return
+        if p.settled:
+            self._deliver(p)
+
+    def _gone(self, pid: str) -> None:
+        """The promise of armed waits no longer exists: they end with NotFound."""
+        lst = self.waiters.get(pid, [])
+        for fut, _ in [w for w in lst if w[0] in self._armed]:
+            if not fut.done():
+                fut.set_exception(
+                    NotFound(
+                        f"promise {pid!r} no longer exists (Redis lost it: a restart without "
+                        "persistence, a failover, eviction) or was purged after its retention"
+                    )
+                )
+            self.forget(pid, fut)
 
     async def close(self) -> None:
         for task in (self._task, self._rechecker):

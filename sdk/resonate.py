@@ -209,6 +209,8 @@ class Options:
         if p.settled and fut is not None:
             r._listener.forget(promise_id, fut)
             fut = None
+        if fut is not None:
+            r._listener.arm(fut, p)
         return Handle(r, promise_id, p), fut
 
 
