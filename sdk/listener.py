@@ -152,7 +152,8 @@ class Listener:
             for pid, lst in list(self.waiters.items()):
                 if not lst:
                     continue
-                at, every = self._next_check.get(pid, (min(t for _, t in lst) + RECHECK_FIRST_S, 2.0))
+                first = min(t for _, t in lst) + RECHECK_FIRST_S
+                at, every = self._next_check.get(pid, (first, 2.0))
                 if at <= now:
                     due.append(pid)
                     every = min(RECHECK_MAX_S, every * 2)
