@@ -43,6 +43,8 @@ async def snapshot(broker: Broker, max_held: int = 200) -> dict[str, Any]:
                     w = grp["workers"].setdefault(_s(name), {"held": [], "done": 0, "takeovers": 0})
                     w["last_seen_ms"] = now - int(seen)
                     w["alive"] = now - int(seen) < live_horizon
+                    stuck = await r.hget(Keys.worker_info(base, _s(name)), "abandoned")
+                    w["abandoned"] = int(stuck or 0)
                 stats: Any = await r.hgetall(Keys.stats(base, g))
                 for k, v in stats.items():
                     kind, _, name = _s(k).partition(":")

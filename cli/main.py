@@ -78,6 +78,7 @@ def _event_printer(kind: str, data: dict[str, Any]) -> None:
         "redis-down",
         "redis-up",
         "died",
+        "abandoned",
         "retry",
         "suspended",
         "error",

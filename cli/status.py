@@ -47,6 +47,7 @@ def status(as_json: bool, redis_url: str | None, prefix: str) -> None:
             click.echo(
                 f"  {w:<32} {state:<5} done={wi['done']:<6} takeovers={wi['takeovers']:<4}"
                 f" holds={','.join(wi['held']) or '-'}"
+                + (f" abandoned={wi['abandoned']}" if wi.get("abandoned") else "")
             )
 
 

@@ -16,8 +16,13 @@ __all__ = ["DaemonPool"]
 
 
 class DaemonPool:
+    """``size`` threads, plus one per job abandoned and still running (:meth:`abandon`)."""
+
     def __init__(self, size: int, name: str = "lb-fn") -> None:
         self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._name = name
+        self._lock = threading.Lock()
+        self._surplus = 0  # threads to retire as jobs finish (one per abandoned job)
         self._threads = [
             threading.Thread(target=self._run, name=f"{name}-{i}", daemon=True) for i in range(size)
         ]
@@ -30,6 +35,19 @@ class DaemonPool:
             if job is None:
                 return
             job()  # jobs handle their own exceptions
+            with self._lock:
+                if self._surplus > 0:
+                    self._surplus -= 1
+                    return
+
+    def abandon(self) -> None:
+        """A running job will not be waited for: start a thread in its place, so the pool keeps
+        ``size`` threads free for new jobs; one thread retires when a job next finishes."""
+        t = threading.Thread(target=self._run, name=f"{self._name}-x", daemon=True)
+        with self._lock:
+            self._surplus += 1
+            self._threads.append(t)
+        t.start()
 
     def submit(self, job: Callable[[], None]) -> None:
         self._jobs.put(job)

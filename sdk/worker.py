@@ -107,6 +107,7 @@ class Worker(RidesOutages):
         self.died: BaseException | None = None
         self.on_death: Callable[[BaseException], None] | None = None
         self.completed = 0
+        self.abandoned = 0  # threads of functions that outlived their call (see _mark_lost)
         self.pool = DaemonPool(self.slots)
 
     def _emit(self, kind: str, **data: Any) -> None:
@@ -218,11 +219,21 @@ class Worker(RidesOutages):
             if ex is not None and not ex.lost and ex.fence.version == version:
                 ex.lost = True
                 self._emit("lost", id=tid)
-                if (
-                    ex.task is not None
-                    and self.registry.get(ex.call.func, ex.call.version).is_async
-                ):
-                    ex.task.cancel()
+                if ex.task is None:
+                    continue
+                ex.task.cancel()
+                if not ex.is_async_fn:
+                    # A plain def cannot be interrupted: its slot is freed now (its promise
+                    # settled elsewhere - timed out, canceled - or it was taken over), the
+                    # thread is left to finish on its own, fenced, and is replaced.
+                    self.pool.abandon()
+                    self.abandoned += 1
+                    self._emit("abandoned", id=tid, func=ex.call.func, total=self.abandoned)
+                    self.io.loop.create_task(self._note_abandoned())
+
+    async def _note_abandoned(self) -> None:
+        with contextlib.suppress(LbError):
+            await self.queue.register({"abandoned": str(self.abandoned)}, self.settings.ttl_ms)
 
     @property
     def free(self) -> int:

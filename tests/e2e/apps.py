@@ -117,6 +117,22 @@ def kills_worker(ctx: Context, how: str) -> None:
     os._exit(1)
 
 
+def hang(ctx: Context) -> None:
+    """Never returns (a deadlock, a call with no timeout of its own)."""
+    journal("hang", ctx.id, ctx.worker, ctx.attempt)
+    time.sleep(3600)
+
+
+class BrokenStr(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("a broken __str__")
+
+
+def broken_str(ctx: Context) -> None:
+    journal("broken", ctx.id, ctx.worker, ctx.attempt)
+    raise BrokenStr
+
+
 def register(resonate: Resonate) -> None:
     register_demo(resonate)  # compute_something, echo, fail
     for f in (record, grinder, steps, child, parent, boom):
@@ -126,3 +142,5 @@ def register(resonate: Resonate) -> None:
     resonate.register(async_sleeper, retry=Never())
     resonate.register(ends_worker)  # the default retry policy: containment must not retry
     resonate.register(kills_worker)
+    resonate.register(hang, retry=Never())
+    resonate.register(broken_str, retry=Never())

@@ -249,3 +249,42 @@ def test_consumers_stay_bounded_by_live_workers(fleet: Fleet) -> None:
         )
     finally:
         client.stop()
+
+
+@pytest.mark.parametrize("end", ["timeout", "cancel"])
+def test_a_hung_function_gives_its_slot_back(fleet: Fleet, end: str) -> None:
+    """A hung function kept its slot forever after its promise timed out or was canceled.
+    Now the slot is freed (the thread is abandoned, counted and logged by function name, and
+    shown in `lb status`), and the worker's one slot serves the next call."""
+    w = fleet.start("w", concurrency=1)
+    client = Resonate.remote(fleet.redis_url, group="workers", prefix=fleet.prefix)
+    try:
+        opts = client.options(timeout=1.0 if end == "timeout" else 3600.0)
+        h = opts.begin_rpc("stuck", "hang")
+        wait_for(lambda: fleet.journal_lines("hang", "stuck"), 30, "the call started")
+        if end == "cancel":
+            client.settle("stuck", "rejected_canceled")
+        with pytest.raises(PromiseRejected):
+            h.result(timeout=30)
+        assert client.rpc("next", "echo", 2) == 2  # the one slot is free again
+        ev = wait_for(lambda: w.events("abandoned", "stuck"), 30, lambda: w.text())
+        assert ev[0].fields.get("func") == "hang"
+        res = run_cli(fleet.redis_url, fleet.prefix, "status")
+        assert "abandoned=1" in res.out, res
+    finally:
+        client.stop()
+
+
+def test_an_exception_with_a_broken_str_follows_the_retry_policy(fleet: Fleet) -> None:
+    """An exception whose __str__ raised bypassed the retry policy: a Never() function ran 10
+    times and was dead-lettered after 22 s with tracebacks. Now it is rejected after one run."""
+    w = fleet.start("w", concurrency=1)
+    client = Resonate.remote(fleet.redis_url, group="workers", prefix=fleet.prefix)
+    try:
+        with pytest.raises(PromiseRejected) as err:
+            client.rpc("bs", "broken_str")
+        assert err.value.error_type == "BrokenStr", err.value
+        assert len(fleet.journal_lines("broken", "bs")) == 1
+        assert "Traceback" not in w.text(), w.text()
+    finally:
+        client.stop()
