@@ -59,6 +59,11 @@ def translate(exc: BaseException) -> LbError:
             "in --redis / LB_REDIS_URL (redis://user:password@host:port)"
         )
     if isinstance(exc, rexc.ConnectionError | rexc.TimeoutError | OSError):
+        if "SSL" in text or "certificate" in text:
+            return RedisUnavailable(
+                f"the TLS handshake with Redis failed ({text[:200]}); check the rediss:// URL "
+                "and --tls-ca (the server's CA), --tls-cert/--tls-key (a client certificate)"
+            )
         return RedisUnavailable(f"Redis is unreachable ({exc}); start it or check --redis")
     if isinstance(exc, rexc.ResponseError):
         if "FENCED" in text:
@@ -134,6 +139,7 @@ def make_redis(
         socket_connect_timeout=settings.connect_timeout,
         socket_timeout=settings.socket_timeout,
         health_check_interval=30,
+        **settings.tls_kwargs(),
     )
     return aioredis.Redis(connection_pool=pool)
 

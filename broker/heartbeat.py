@@ -62,6 +62,7 @@ class Heartbeat(threading.Thread):
             client_name=pid,
             socket_connect_timeout=settings.connect_timeout,
             socket_timeout=max(1.0, interval * 2),
+            **settings.tls_kwargs(),
         )
         self.script = self.client.register_script(script_source("heartbeat"))
         self.beats = 0

@@ -53,6 +53,10 @@ class Settings:
     socket_timeout: float | None = None
     connect_timeout: float = 2.0
     allow_eviction: bool = False
+    tls_ca: str | None = None  # CA bundle that signed the server's certificate (rediss://)
+    tls_cert: str | None = None  # client certificate, for servers that ask for one (mutual)
+    tls_key: str | None = None  # its private key
+    tls_verify: bool = True  # check the server's certificate and host name (never off in prod)
 
     def __post_init__(self) -> None:
         if not _PREFIX_RE.fullmatch(self.prefix):
@@ -87,6 +91,12 @@ class Settings:
         """Build settings from ``url`` (default: ``$LB_REDIS_URL``, then the local default)."""
         chosen = url or os.environ.get("LB_REDIS_URL") or DEFAULT_URL
         prefix = overrides.pop("prefix", None) or os.environ.get("LB_PREFIX") or "lb"
+        for name in ("tls_ca", "tls_cert", "tls_key"):
+            env = os.environ.get(f"LB_{name.upper()}")
+            if overrides.get(name) is None and env:
+                overrides[name] = env
+        if "tls_verify" not in overrides and os.environ.get("LB_TLS_VERIFY") in ("0", "false"):
+            overrides["tls_verify"] = False
         if "allow_eviction" not in overrides and os.environ.get("LB_ALLOW_EVICTION"):
             overrides["allow_eviction"] = os.environ["LB_ALLOW_EVICTION"] not in ("0", "")
         env_ret = os.environ.get("LB_RETENTION")
@@ -99,6 +109,30 @@ class Settings:
     def with_(self, **changes: Any) -> Settings:
         """A copy with some fields changed (validated again)."""
         return replace(self, **changes)
+
+    def tls_kwargs(self) -> dict[str, Any]:
+        """redis-py connection arguments for TLS (empty unless the URL is ``rediss://``).
+        The files are checked here, so a wrong path is a clear BadInput, not an SSL error."""
+        if not self.url.startswith("rediss://"):
+            if self.tls_ca or self.tls_cert or self.tls_key:
+                raise BadInput("TLS files were given but the Redis URL is not rediss://")
+            return {}
+        out: dict[str, Any] = {"ssl_cert_reqs": "required" if self.tls_verify else "none"}
+        if not self.tls_verify:
+            out["ssl_check_hostname"] = False
+        for name, arg in (
+            ("tls_ca", "ssl_ca_certs"),
+            ("tls_cert", "ssl_certfile"),
+            ("tls_key", "ssl_keyfile"),
+        ):
+            path = getattr(self, name)
+            if path:
+                if not os.path.isfile(path):
+                    raise BadInput(f"{name.replace('_', ' ')} file {path[:200]!r} does not exist")
+                out[arg] = path
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise BadInput("a TLS client certificate needs its key, and a key its certificate")
+        return out
 
     @property
     def live_ms(self) -> int:

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
-from lb.broker.errors import BadInput, LbError
+from lb.broker.errors import BadInput, LbError, RedisUnavailable
 from lb.broker.settings import Settings
 
 __all__ = [
@@ -45,7 +45,7 @@ class Seconds(click.FloatRange):
         return out
 
 
-redis_option = click.option(
+_redis_url_option = click.option(
     "--redis",
     "redis_url",
     envvar="LB_REDIS_URL",
@@ -53,6 +53,41 @@ redis_option = click.option(
     show_envvar=True,
     help="Redis URL (redis://, rediss://, unix://); default redis://127.0.0.1:6379/0.",
 )
+
+
+def _to_env(name: str) -> Callable[[click.Context, click.Parameter, Any], None]:
+    def store(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+        if value is not None:
+            os.environ[name] = str(value)
+
+    return store
+
+
+_TLS = (
+    ("--tls-ca", "LB_TLS_CA", "CA bundle that signed the server's certificate (rediss://)."),
+    ("--tls-cert", "LB_TLS_CERT", "Client certificate, for a server that asks for one."),
+    ("--tls-key", "LB_TLS_KEY", "Private key of the client certificate."),
+)
+
+
+def redis_option(fn: F) -> F:
+    """``--redis`` plus the TLS files (``--tls-ca/--tls-cert/--tls-key``, or ``LB_TLS_*``);
+    the TLS options reach the settings through their environment variables."""
+    for flag, env, text in _TLS:
+        fn = click.option(
+            flag,
+            envvar=env,
+            show_envvar=True,
+            default=None,
+            expose_value=False,
+            is_eager=True,
+            callback=_to_env(env),
+            type=click.Path(dir_okay=False),
+            help=text,
+        )(fn)
+    return _redis_url_option(fn)
+
+
 prefix_option = click.option(
     "--prefix",
     envvar="LB_PREFIX",
@@ -98,7 +133,12 @@ def handle_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except LbError as exc:
-            click.echo(f"error: {exc}", err=True)
+            url = str(kwargs.get("redis_url") or os.environ.get("LB_REDIS_URL") or "")
+            hint = ""
+            tls = url.startswith("rediss://") and "TLS" not in str(exc)
+            if isinstance(exc, RedisUnavailable) and tls:
+                hint = " (over TLS: check --tls-ca, --tls-cert and --tls-key too)"
+            click.echo(f"error: {exc}{hint}", err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             sys.exit(130)
