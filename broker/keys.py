@@ -158,6 +158,11 @@ class Keys:
         return f"{base}:lease"
 
     @staticmethod
+    def scan_lease(base: str) -> str:
+        """The liveness scanner's lease (one scanner per Redis: on shard 0's base)."""
+        return f"{base}:scan"
+
+    @staticmethod
     def groups(base: str) -> str:
         return f"{base}:groups"
 

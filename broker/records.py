@@ -106,6 +106,7 @@ class Claimed:
     group: str
     previous_holder: str | None = None
     lapses: int = 0  # earlier deliveries that ended in nothing (holder died or stalled)
+    suspect: bool = False  # its worker died running it beside others: run it alone
 
     def fence(self, pid: str) -> Fence:
         return Fence(self.task_id, self.version, pid)
@@ -131,6 +132,7 @@ def parse_claims(rows: list[Any], base: str, group: str) -> tuple[list[Claimed],
                     group=group,
                     previous_holder=_s(row[8]) if len(row) > 8 and row[8] else None,
                     lapses=_i(row[9]) if len(row) > 9 else 0,
+                    suspect=len(row) > 10 and _s(row[10]) == "1",
                 )
             )
         elif kind == "dead":

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lb.broker.client import Broker, translate_errors
+from lb.broker.client import Broker, retained, translate_errors
 from lb.broker.keys import CONSUMER_GROUP, Keys
 
 __all__ = ["snapshot"]
@@ -22,6 +22,7 @@ async def snapshot(broker: Broker, max_held: int = 200) -> dict[str, Any]:
         "prefix": broker.settings.prefix,
         "groups": {},
         "promises": await broker.count_by_state(),
+        **await retained(broker),
     }
     async with translate_errors():
         t: Any = await r.time()

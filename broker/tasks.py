@@ -195,7 +195,6 @@ class TaskQueue:
                 self._cursors[base],
                 count - len(held),
                 self.broker.settings.max_deliveries,
-                self.broker.settings.max_deaths,
                 *dead_list,
             ]
             rows = await self.broker.script("takeover", [Keys.stream(base, self.group)], args)
@@ -271,15 +270,18 @@ class TaskQueue:
         for base in self.bases:
             await self.broker.script("prune", [Keys.stream(base, self.group)], [self.pid])
 
-    async def sweep(self, lease_ms: int, limit: int = 500) -> int:
-        """Run the sweeper on every shard; returns ms until the next known deadline (or -1)."""
+    async def sweep(self, lease_ms: int, limit: int = 500) -> tuple[bool, int]:
+        """Run the sweeper on every shard; returns (this worker holds a sweep lease, ms until
+        the next known deadline or -1)."""
         nxt = -1
+        holds = False
         horizon = max(60_000, self.broker.settings.ttl_ms * 10)
         for base in self.bases:
             res = await self.broker.script(
                 "sweep", [Keys.sweep_lease(base)], [self.pid, lease_ms, limit, horizon]
             )
+            holds = holds or int(res[0]) == 1
             if int(res[0]) == 1 and int(res[3]) >= 0:
                 wait = int(res[3]) - int(res[4])
                 nxt = wait if nxt < 0 else min(nxt, wait)
-        return nxt
+        return holds, nxt

@@ -6,6 +6,7 @@ Every function journals its start (``begin``) and returns who ran it (``w``) on 
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -111,6 +112,16 @@ async def hog(ctx: AsyncContext, token: int) -> dict[str, Any]:
     return {"hog": token, "w": ctx.worker, "a": ctx.attempt}
 
 
+POISON_EXIT = 17  # the exit code of a worker a poison call killed (the harness restarts it)
+
+
+def poison(ctx: Context, token: int) -> None:
+    """A call that kills every worker that runs it (os._exit: a crash in native code, the
+    OOM killer): it must be quarantined after max_deaths (2) deaths, not kill the fleet."""
+    _begin(ctx, "poison")
+    os._exit(POISON_EXIT)
+
+
 def sink(ctx: Context, *args: Any, **kwargs: Any) -> int:
     """Accepts anything, returns a small value (used by the size-limit corpus cases)."""
     _begin(ctx, "sink")
@@ -127,3 +138,4 @@ def register(resonate: Resonate) -> None:
     resonate.register(linger)
     resonate.register(hog, retry=Never())
     resonate.register(sink, retry=Never())
+    resonate.register(poison, retry=Never())

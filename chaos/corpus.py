@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Any
 
+import redis
+
 from chaos.corpus_data import cli_args, nest, param_payloads, stream_entries, subprocess_args
 from lb.broker import Broker, Settings
 from lb.broker.errors import LbError
@@ -117,9 +119,23 @@ class Corpus:
         else:
             case.result, case.detail = "fail", f"accepted (expected {expect})"
 
+    def _evicting(self) -> Any:
+        """A fresh client of a Redis switched to allkeys-lru must refuse it (switched back at
+        once: running workers checked the policy when they started)."""
+        admin = redis.Redis.from_url(self.url)
+        admin.config_set("maxmemory-policy", "allkeys-lru")
+        fresh = Resonate.remote(self.url, group="chaos", prefix=self.prefix)
+        try:
+            return fresh.begin_rpc(self.pid("evict"), "echo", 1)
+        finally:
+            admin.config_set("maxmemory-policy", "noeviction")
+            admin.close()
+            fresh.stop()
+
     def api_cases(self) -> None:
         r, url, px = self.r, self.url, self.prefix
         opts = r.options(target="poll://any@chaos")
+        self._api("evicting_policy", "UnsafeRedisConfig", self._evicting)
         for kind, bad in (
             ("id_empty", ""),
             ("id_nul", "a\x00b"),

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from chaos.app import POISON_EXIT
 from chaos.cluster import Cluster
 from chaos.proxy import Proxy
 from chaos.schedule import Fault
@@ -45,6 +46,7 @@ class Injector:
         self.rng = random.Random(f"inject-{seed}")
         self.done: list[Done] = []
         self.unexpected_exits: list[str] = []
+        self.poison_deaths = 0
 
     def run(self, schedule: list[Fault], t0: float, stop: threading.Event) -> None:
         """Apply each fault at ``t0 + start`` (never before the previous one healed)."""
@@ -67,7 +69,11 @@ class Injector:
         for w in self.c.workers.values():
             if w.proc is not None and not w.alive and not w.stopped:
                 rc = w.proc.returncode
-                if rc is not None and rc != -9:
+                if rc == POISON_EXIT:  # a poison call killed it: expected, restart it
+                    self.poison_deaths += 1
+                    self.c.start_worker(w.name)
+                    self.c.wait_joined(w.name, 20)
+                elif rc is not None and rc != -9:
                     self.unexpected_exits.append(f"{w.name} exited rc={rc}")
                     self.c.start_worker(w.name)
                     self.c.wait_joined(w.name, 20)
@@ -122,6 +128,18 @@ class Injector:
         self.c.pause_redis()
         self._until(f.duration)
         self.c.resume_redis()
+
+    def _redis_full(self, f: Fault, d: Done) -> None:
+        """maxmemory under what Redis uses (noeviction): every write is refused for a while;
+        clients get RedisOutOfMemory (typed), workers hold what they have."""
+        cl = self.c.client()
+        try:
+            used = int(cl.info("memory")["used_memory"])
+            cl.config_set("maxmemory", str(max(1 << 20, used - 500_000)))
+            self._until(f.duration)
+        finally:
+            cl.config_set("maxmemory", "0")
+            cl.close()
 
     def _redis_kill(self, f: Fault, d: Done) -> None:
         self.c.kill_redis()

@@ -54,7 +54,9 @@ def choose(seed: int, n: int) -> tuple[str, list[Any], random.Random]:
         return "linger", [n], rng
     if r < 0.995:
         return "saga", [n], rng
-    return "hog", [n], rng
+    if r < 0.9995:
+        return "hog", [n], rng
+    return "poison", [n], rng
 
 
 class Load:

@@ -20,6 +20,7 @@ ALL_KINDS = (
     "proxy_blackhole",  # (5) partition: stop forwarding, keep sockets open
     "proxy_reset",  # (5) connection resets
     "client_retry",  # (6) clients time out and retry with the same id
+    "redis_full",  # (7) Redis at maxmemory under noeviction: every write refused
 )
 SHORT_KINDS = ("worker_kill", "worker_stop", "redis_kill", "proxy_blackhole", "client_retry")
 
@@ -52,6 +53,7 @@ _DURATIONS: dict[str, tuple[bool, float, float, tuple[int, ...]]] = {
     "proxy_blackhole": (True, 1.0, 2.0, ()),
     "proxy_reset": (False, 1.5, 3.0, ()),
     "client_retry": (False, 3.0, 5.0, ()),
+    "redis_full": (False, 2.0, 4.0, ()),
 }
 
 

@@ -79,6 +79,8 @@ def _event_printer(kind: str, data: dict[str, Any]) -> None:
         "redis-up",
         "died",
         "abandoned",
+        "requeued",
+        "isolated",
         "retry",
         "suspended",
         "error",

@@ -37,6 +37,8 @@ def status(as_json: bool, redis_url: str | None, prefix: str) -> None:
         return
     click.echo(f"redis {snap['redis']}  prefix {snap['prefix']}")
     click.echo("promises: " + "  ".join(f"{k}={v}" for k, v in snap["promises"].items()))
+    mb = snap.get("retained_bytes_estimate", 0) / 1e6
+    click.echo(f"retained: {snap.get('retained', 0)} settled calls, about {mb:.1f} MB")
     for g, info in snap["groups"].items():
         click.echo(
             f"group {g}: backlog={info['backlog']} in_flight={info['in_flight']} "

@@ -5,8 +5,10 @@ Guarantees:
 * Capacity-based claiming: it reads at most its free slots per XREADGROUP (no prefetch), so a
   burst spreads over the group.
 * Heartbeats run on their own thread every ttl/5; user code cannot starve them.
-* Takeover scans run every ttl/5 (with jitter): tasks silent past the ttl, or held by a worker
-  whose Redis connections are gone (seen twice), are taken over, fencing the old holder.
+* Liveness is the one scanner's of the Redis (a lease; broker/liveness.py): a worker whose
+  Redis connections are all gone is found within about half a second at any ttl, one silent
+  past its ttl soon after; either's work goes back on the stream (its holder fenced), where
+  any free slot reads it at once.
 * A function that awaits an unsettled promise suspends and frees its slot.
 * ``stop()`` (and SIGTERM in ``lb worker``) stops claiming, hands every running task back at once
   (a clean release, not a failure) and returns; a stalled function's late result is fenced.
@@ -35,14 +37,16 @@ from lb.broker.errors import (
     LbError,
     RedisUnavailable,
     UnknownFunction,
-    WorkerDied,
 )
 from lb.broker.heartbeat import Heartbeat
+from lb.broker.liveness import LEASE_TRY_S, SCAN_PERIOD_S, Scanner
 from lb.broker.records import Claimed
 from lb.broker.settings import Settings
 from lb.broker.tasks import TaskQueue
 from lb.sdk.context import AsyncContext, Context, Execution, Lost, Suspend
 from lb.sdk.encoding import Call, encode_error, safe_str
+from lb.sdk.health import Health
+from lb.sdk.isolation import Isolation
 from lb.sdk.liveness import LoopWatch
 from lb.sdk.loop import IoLoop
 from lb.sdk.outage import OutageLog
@@ -64,7 +68,7 @@ def worker_name() -> str:
     return f"{socket.gethostname()[:20]}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
 
 
-class Worker(RidesOutages):
+class Worker(RidesOutages, Health):
     def __init__(
         self,
         settings: Settings,
@@ -86,15 +90,15 @@ class Worker(RidesOutages):
         self.on_event = on_event
         self.broker = Broker(settings, client_name=self.pid)
         self.queue = TaskQueue(self.broker, group, self.pid)
+        self.scanner = Scanner(self.broker, self.pid)
+        self.isolation = Isolation()
         self.running: dict[str, Execution] = {}
         self._held_lock = threading.Lock()
         self._held: dict[str, tuple[str, str, str]] = {}
         self._free = asyncio.Event()
         self._stopping = False
         self._loops: list[asyncio.Task[None]] = []
-        self._takeover_due = False
         self.redis_ok_at = 0.0  # monotonic time of the last sweep Redis answered
-        self._takeover_lock = asyncio.Lock()
         self.watch = LoopWatch(
             self.pid,
             self.settings.ttl_ms / 10000.0,
@@ -137,6 +141,7 @@ class Worker(RidesOutages):
                 "slots": str(self.slots),
                 "started": str(int(sec) * 1000 + int(usec) // 1000),
                 "funcs": ",".join(self.registry.names()),
+                "ttl": str(self.settings.ttl_ms),  # the scanner judges its silence by it
             },
             self.settings.ttl_ms,
         )
@@ -157,30 +162,12 @@ class Worker(RidesOutages):
         self._loops = [
             loop.create_task(self.watch.run(lambda: self._stopping)),
             loop.create_task(self._claim_loop()),
-            loop.create_task(self._takeover_loop()),
             loop.create_task(self._sweep_loop()),
+            loop.create_task(self._scan_loop()),
         ]
         for t in self._loops:
             t.add_done_callback(self._loop_ended)
         self._emit("joined", group=self.group, slots=self.slots)
-
-    def _loop_ended(self, task: asyncio.Task[None]) -> None:
-        """A worker loop must run until stop(): if one ends otherwise, the worker is dead.
-        Its heartbeats stop at once (its tasks are taken over) and ``on_death`` is told, so
-        that ``serve()`` / ``lb worker`` exit non-zero instead of holding tasks forever."""
-        if self._stopping or self.died is not None:
-            return
-        exc = None if task.cancelled() else task.exception()
-        self.died = WorkerDied(
-            f"worker {self.pid}: its {getattr(task.get_coro(), '__qualname__', '?')} loop ended "
-            f"({type(exc).__name__ if exc else 'cancelled'}: {safe_str(exc)})"
-        )
-        log.critical("%s", self.died)
-        self._emit("died", error=str(self.died))
-        if self.heartbeat:
-            self.heartbeat.stopping.set()
-        if self.on_death is not None:
-            self.on_death(self.died)
 
     async def stop(self) -> None:
         """Stop claiming, hand running tasks back at once, close connections."""
@@ -197,6 +184,10 @@ class Worker(RidesOutages):
                 pass
             if ex.task is not None:
                 ex.task.cancel()
+        for c in list(self.isolation.parked):
+            self.isolation.drop(c.task_id)
+            with contextlib.suppress(LbError):
+                await self.queue.release(c.fence(self.pid))
         with contextlib.suppress(LbError):  # consumers stay bounded by live workers
             await self.queue.forget_self()  # (kept if a hand-back failed)
         if self.heartbeat:
@@ -210,34 +201,9 @@ class Worker(RidesOutages):
         with self._held_lock:
             return list(self._held.values())
 
-    def _lost_from_thread(self, lost: list[tuple[str, str]]) -> None:
-        self.io.loop.call_soon_threadsafe(self._mark_lost, lost)
-
-    def _mark_lost(self, lost: list[tuple[str, str]]) -> None:
-        for tid, version in lost:
-            ex = self.running.get(tid)
-            if ex is not None and not ex.lost and ex.fence.version == version:
-                ex.lost = True
-                self._emit("lost", id=tid)
-                if ex.task is None:
-                    continue
-                ex.task.cancel()
-                if not ex.is_async_fn:
-                    # A plain def cannot be interrupted: its slot is freed now (its promise
-                    # settled elsewhere - timed out, canceled - or it was taken over), the
-                    # thread is left to finish on its own, fenced, and is replaced.
-                    self.pool.abandon()
-                    self.abandoned += 1
-                    self._emit("abandoned", id=tid, func=ex.call.func, total=self.abandoned)
-                    self.io.loop.create_task(self._note_abandoned())
-
-    async def _note_abandoned(self) -> None:
-        with contextlib.suppress(LbError):
-            await self.queue.register({"abandoned": str(self.abandoned)}, self.settings.ttl_ms)
-
     @property
     def free(self) -> int:
-        return self.slots - len(self.running)
+        return 0 if self.isolation.blocks_claims else self.slots - len(self.running)
 
     # -- loops ----------------------------------------------------------------------------
     async def _guard(self, what: str, exc: BaseException) -> None:
@@ -254,11 +220,6 @@ class Worker(RidesOutages):
                 await self._free.wait()
                 continue
             try:
-                if self._takeover_due:
-                    # Work orphaned by a dead worker goes before new work when a slot frees.
-                    await self._takeover_pass()
-                    if self.free <= 0:
-                        continue
                 got = await self.queue.read(self.free, block_ms=1000)
                 for base, entries in got.items():
                     held, dead = await self.queue.acquire(base, entries)
@@ -266,54 +227,44 @@ class Worker(RidesOutages):
                     for tid in dead:
                         self._emit("dead-letter", id=tid)
                     for c in held:
+                        if c.previous_holder:  # requeued after its holder died
+                            self._emit_takeover(c)
                         self._begin(c)
+                    self._run_alone()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # never let the loop die
                 await self._guard("claim", exc)
 
-    async def _takeover_loop(self) -> None:
-        period = self.settings.ttl_ms / 5000.0
+    def _emit_takeover(self, c: Claimed) -> None:
+        self._emit("takeover", id=c.task_id, previous=c.previous_holder, attempt=1 + c.lapses)
+
+    async def _scan_loop(self) -> None:
+        """The liveness scanner (broker/liveness.py): only the lease holder scans."""
         while not self._stopping:
-            await asyncio.sleep(period * random.uniform(0.8, 1.2))
-            self._takeover_due = True
-            if self.free <= 0:
-                continue  # the claim loop runs the pass as soon as a slot frees
+            # The holder scans at SCAN_PERIOD_S; the others only try for the lease, every
+            # LEASE_TRY_S: the fleet's cost does not grow with its size.
+            period = SCAN_PERIOD_S if self.scanner.holds_lease else LEASE_TRY_S
+            await asyncio.sleep(period * random.uniform(0.9, 1.1))
             try:
-                await self._takeover_pass()
+                for group, dead, quarantined in await self.scanner.scan():
+                    self._emit("requeued", group=group, dead=dead)
+                    for tid in quarantined:
+                        self._emit("dead-letter", id=tid, reason="quarantined")
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                await self._guard("takeover", exc)
-
-    async def _takeover_pass(self) -> None:
-        async with self._takeover_lock:
-            if not self._takeover_due or self.free <= 0:
-                return
-            self._takeover_due = False
-            dead = await self.queue.dead_consumers()
-            asked = self.free
-            held, dead_ids = await self.queue.takeover(self.settings.ttl_ms, asked, dead)
-            # Every free slot went to orphaned work: there may be more, so the next slot that
-            # frees runs another pass before reading new work (orphans drain first).
-            self._takeover_due = self._takeover_due or len(held) + len(dead_ids) >= asked
-            for tid in dead_ids:
-                self._emit("dead-letter", id=tid)
-            for c in held:
-                self._emit(
-                    "takeover", id=c.task_id, previous=c.previous_holder, attempt=1 + c.lapses
-                )
-                self._begin(c)
+                await self._guard("scan", exc)
 
     async def _sweep_loop(self) -> None:
         lease_ms = 2000
         while not self._stopping:
             try:
-                nxt = await self.queue.sweep(lease_ms)
-                self.redis_ok_at = time.monotonic()  # outages are timed from this (~100 ms)
+                holds, nxt = await self.queue.sweep(lease_ms)
+                self.redis_ok_at = time.monotonic()  # outages are timed from this
                 # The lease holder sleeps until the next deadline (at most 100 ms); others
-                # check back well within the lease.
-                wait = 0.1 if nxt < 0 else min(0.1, max(0.005, nxt / 1000.0))
+                # check back well within the lease (1 s: the fleet's cost stays small).
+                wait = 1.0 if not holds else 0.1 if nxt < 0 else min(0.1, max(0.005, nxt / 1e3))
                 await asyncio.sleep(wait * random.uniform(0.9, 1.1))
             except asyncio.CancelledError:
                 raise
@@ -321,7 +272,14 @@ class Worker(RidesOutages):
                 await self._guard("sweep", exc)
 
     # -- execution ------------------------------------------------------------------------
-    def _begin(self, c: Claimed) -> None:
+    def _begin(self, c: Claimed, alone: bool = False) -> None:
+        if c.suspect and not alone:
+            # Its last worker died running it beside others: it runs alone (sdk/isolation).
+            self.isolation.park(c)
+            with self._held_lock:
+                self._held[c.task_id] = (c.base, c.task_id, c.version)
+            self._emit("isolated", id=c.task_id)
+            return
         fence = c.fence(self.pid)
         try:
             call = Call.decode(c.param, self.settings.max_payload)
@@ -363,7 +321,17 @@ class Worker(RidesOutages):
             del self.running[ex.id]
             with self._held_lock:
                 self._held.pop(ex.id, None)
+        self.isolation.ended(ex.id)
+        self._run_alone()
         self._free.set()
+
+    def _run_alone(self) -> None:
+        """Start a parked suspect once nothing else runs here."""
+        while (c := self.isolation.next_alone(len(self.running))) is not None:
+            self._begin(c, alone=True)
+            if c.task_id in self.running:
+                return
+            self.isolation.ended(c.task_id)  # refused or passed on: the next one
 
     async def _invoke(self, ex: Execution, is_async: bool) -> Any:
         try:

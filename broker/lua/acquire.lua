@@ -3,7 +3,8 @@
 -- ARGV[3] worker pid (its consumer name)   ARGV[4] group   ARGV[5] max deliveries
 -- ARGV[6..] pairs: entry id, task id ('' when the entry had no task id field)
 -- Returns one row per entry (see claim() in lib.lua): {entry id, 'ok', task id, version,
---   strikes, param, ph, timeout_at, ''} for a task now held at a new version; {entry id,
+--   strikes, param, ph, timeout_at, previous holder} for a task now held at a new version
+--   (previous holder: the dead worker whose task requeue.lua handed back, else ''); {entry id,
 --   'skip'} for an entry that is not this worker's to claim; {entry id, 'dead', task id} for
 --   an entry dead-lettered (garbage, or too many deliveries that ended in nothing).
 -- Guarantees: each acquisition bumps the task version (the fencing token) atomically with
@@ -36,7 +37,10 @@ for i = 6, #ARGV, 2 do
       -- while the read was stalled): leave both alone.
       table.insert(out, {eid, 'skip'})
     else
-      table.insert(out, claim(tid, eid, pid, group, now, maxd, ''))
+      -- A task requeued after its holder died names that holder (the claim row reports it).
+      local prev = redis.call('HGET', k_task(tid), 'dead')
+      if prev then redis.call('HDEL', k_task(tid), 'dead') end
+      table.insert(out, claim(tid, eid, pid, group, now, maxd, prev or ''))
     end
   end
 end

@@ -88,6 +88,9 @@ local function settle(id, state, value, vh, now)
   if not cur[1] then return false end
   if cur[1] ~= 'pending' then return cur[1] end
   redis.call('HSET', pk, 'state', state, 'value', value, 'vh', vh, 'settled_at', now)
+  -- A resolved call keeps its value, not its arguments (memory); a rejected one keeps both,
+  -- for the post-mortem.
+  if state == 'resolved' then redis.call('HSET', pk, 'param', '', 'ph', '') end
   redis.call('ZREM', k_state('pending'), id)
   redis.call('ZADD', k_state(state), cur[2], id)
   redis.call('ZREM', K_TIMEOUTS, id)
@@ -183,8 +186,9 @@ end
 -- ``strikes`` counts deliveries in a row that ended in nothing (no completion, suspension or
 -- clean release) including this one; past ``maxd`` the task is dead-lettered instead.
 -- Returns the reply row: {eid, 'ok', tid, version, strikes, param, ph, timeout_at, previous
--- holder, lapses}, {eid, 'skip'} or {eid, 'dead', tid}; lapses = deliveries of this task so
--- far that ended in nothing.
+-- holder, lapses, suspect}, {eid, 'skip'} or {eid, 'dead', tid}; lapses = deliveries of this
+-- task so far that ended in nothing; suspect = '1' when its worker died running it beside
+-- other calls (requeue.lua): the claiming worker must run it alone.
 local function claim(tid, eid, pid, group, now, maxd, prev)
   if lazy_timeout(tid, now) ~= 'pending' then
     drop_entry(group, eid)
@@ -202,8 +206,10 @@ local function claim(tid, eid, pid, group, now, maxd, prev)
   end
   local v = redis.call('HINCRBY', tk, 'v', 1)
   redis.call('HSET', tk, 'state', 'acquired', 'pid', pid)
+  redis.call('HDEL', tk, 'dead')
   local p = redis.call('HMGET', k_promise(tid), 'param', 'ph', 'timeout_at')
-  return {eid, 'ok', tid, tostring(v), strikes, p[1], p[2], p[3], prev or '', lapses}
+  local suspect = redis.call('HGET', tk, 'suspect') or '0'
+  return {eid, 'ok', tid, tostring(v), strikes, p[1], p[2], p[3], prev or '', lapses, suspect}
 end
 
 -- Dead-letter an entry that names no task (garbage on the stream).

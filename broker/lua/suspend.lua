@@ -20,4 +20,5 @@ drop_entry(t[1], t[2])
 -- A suspension is a clean end of this delivery: the strike count starts again.
 redis.call('HSET', k_task(tid), 'state', 'suspended', 'eid', '', 'pid', '', 'strikes', 0,
            'deaths', 0)
+redis.call('HDEL', k_task(tid), 'suspect')  -- it made progress: no longer a suspect
 return {'suspended'}

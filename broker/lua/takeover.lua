@@ -2,49 +2,25 @@
 -- KEYS[1] the group's stream   ARGV[1] base   ARGV[2] retention_ms
 -- ARGV[3] worker pid   ARGV[4] group   ARGV[5] min idle ms (the ttl)   ARGV[6] cursor
 -- ARGV[7] count (the worker's free slots)   ARGV[8] max deliveries
--- ARGV[9] max deaths: a task whose holder died (went silent while it held it, running it) this
---         many times in a row (no suspension in between) is quarantined: dead-lettered, its
---         promise rejected with type Quarantined. After the first death it is claimed at once
---         (a crash unrelated to the call recovers fast); after later ones it waits in 'delayed'
---         (ttl x 2^(deaths-2), at most 60 s) and goes back on the stream for any worker, so a
---         call that kills its workers is spread over the group in time, not handed from one
---         worker to the next.
--- ARGV[10..] optional: names of consumers known dead (their connection is gone); their entries
+-- ARGV[9..] optional: names of consumers known dead (their connection is gone); their entries
 --           are taken at once, whatever their idle time.
 -- Returns {next cursor, row...}, each row as claim() in lib.lua makes it: {entry id, 'ok',
 --   task id, version, strikes, param, ph, timeout_at, previous holder} | {entry id, 'skip'} |
---   {entry id, 'dead', task id}; a delayed one is {entry id, 'skip'}.
+--   {entry id, 'dead', task id}.
+-- A silent holder may be alive (stalled, partitioned): no holder death is counted here; the
+-- poison guard counts deaths where a death is certain (requeue.lua: no connection left).
 -- Claims use JUSTID (delivery counts live in the task hash: strikes), then read each entry.
 -- Guarantees: XAUTOCLAIM and the version bump happen in this one atomic step, so from the
 -- moment a task is taken over every call of its old holder is refused (FENCED). Entries deleted
 -- from the stream are dropped from the pending list; stale entries are acked and deleted.
 local pid, group, min_idle, cursor = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 
-local count, maxd, max_deaths = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local count, maxd = tonumber(ARGV[7]), tonumber(ARGV[8])
 
--- The holder of acquired task ``tid`` died: count it; true when the task was quarantined or
--- delayed instead of being claimed here (ARGV[9] above).
-local function held_to_death(tid, group, eid, now, ttl)
-  local tk = k_task(tid)
-  local deaths = redis.call('HINCRBY', tk, 'deaths', 1)
-  if deaths >= max_deaths then
-    dead_letter(tid, group, eid, 'quarantined: its holder died ' .. deaths .. ' times in a ' ..
-                'row while running it (the call may be killing its workers: os._exit, a ' ..
-                'crash in native code, the OOM killer)', now, 'Quarantined')
-    return true
-  end
-  if deaths < 2 then return false end
-  local strikes = tonumber(redis.call('HGET', tk, 'strikes')) or 0
-  if strikes + 1 > maxd then return false end  -- claim() dead-letters it (max deliveries)
-  drop_entry(group, eid)  -- the redelivery's claim counts the lapse (strikes stay as they are)
-  redis.call('HSET', tk, 'state', 'delayed', 'eid', '', 'pid', '')
-  redis.call('ZADD', K_DELAYED, now + math.min(60000, ttl * 2 ^ (deaths - 2)), tid)
-  return true
-end
 local q = k_stream(group)
 local now = now_ms()
 local claimed = {}
-for i = 10, #ARGV do
+for i = 9, #ARGV do
   if count - #claimed <= 0 then break end
   local dead = ARGV[i]
   if dead ~= pid then
@@ -89,9 +65,6 @@ for _, eid in ipairs(claimed) do
     elseif t[2] ~= eid or (t[1] ~= 'acquired' and t[1] ~= 'pending') then
       drop_entry(group, eid)
       table.insert(out, {eid, 'skip'})
-    elseif t[1] == 'acquired' and held_to_death(tid, group, eid, now, tonumber(min_idle)) then
-      table.insert(out, {eid, redis.call('HGET', k_task(tid), 'state') == 'delayed' and 'skip'
-                                or 'dead', tid})
     else
       local row = claim(tid, eid, pid, group, now, maxd, t[3])
       if row[2] == 'ok' then

@@ -91,14 +91,15 @@ def test_only_lease_holder_sweeps(redis_url: str, prefix: str) -> None:
         lease = Keys.sweep_lease(b.keys.base(0))
         try:
             _, p = await b.create("soon", timeout_ms=100)
-            assert 0 <= await one.sweep(lease_ms=1500) <= 100  # ms until the next deadline
+            holds, nxt = await one.sweep(lease_ms=1500)
+            assert holds and 0 <= nxt <= 100  # ms until the next deadline
             assert await b.redis.get(lease) == b"w-one"
 
             async def past() -> bool:
                 return await redis_now(b) > p.timeout_at
 
             await eventually(past, what="deadline passed")
-            assert await two.sweep(lease_ms=1500) == -1
+            assert await two.sweep(lease_ms=1500) == (False, -1)
             assert await raw_state(b, "soon") == "pending"  # two did not sweep
             assert await b.redis.get(lease) == b"w-one"
 

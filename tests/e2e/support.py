@@ -25,7 +25,8 @@ ROOT = HERE.parent.parent
 # Kinds printed by `lb worker` (cli.main._event_printer).
 EVENT_KINDS = {
     "start", "done", "takeover", "joined", "lost", "fenced", "dead-letter", "refused", "passed-on",
-    "released", "redis-down", "redis-up", "died", "abandoned", "retry", "suspended", "error",
+    "released", "redis-down", "redis-up", "died", "abandoned", "requeued", "isolated", "retry",
+    "suspended", "error",
 }  # fmt: skip
 
 

@@ -1,7 +1,8 @@
 """Model-based test of the promise/task lifecycle against a real redis-server.
 
 A seeded driver plays random operations of three workers and a client (create, read and stall,
-late acquire, take over, heartbeat, ctx.run steps, suspend, resume, complete, clean release,
+late acquire, take over, requeue of a dead worker's work, heartbeat, ctx.run steps, suspend,
+resume, complete, clean release,
 stale writes, cancel, time out, sweep with a short retention, Redis reload) through the real
 broker API, keeps a small reference model of what each promise and task must be, and after
 every single step checks the invariants of ARCHITECTURE.md's lifecycle section against what
@@ -11,8 +12,9 @@ Redis actually holds:
   current version; a pending task's entry is on the stream; nothing else names the task;
 * a resume is not a failure: a task is dead-lettered only after more than ``max_deliveries``
   deliveries in a row ended in nothing (no completion, suspension or clean release), or
-  quarantined when its holder died ``max_deaths`` times in a row (takeovers of it while it
-  was acquired, with no suspension in between), and the death count in Redis is the model's;
+  quarantined when a worker running it alone died ``max_deaths`` times in a row (no
+  suspension in between); calls that shared a dying worker come back as suspects, never
+  blamed; the death count and suspect mark in Redis are the model's;
 * settled steps are final while their root lives: a settled step's record exists while its
   root is pending;
 * deadlines first: a completion or settle after the promise's deadline finds it timed out;
@@ -56,7 +58,8 @@ class Task:
     task: str = "pending"  # pending | acquired | suspended | fulfilled
     holder: tuple[str, str] | None = None  # (pid, version)
     strikes: int = 0  # deliveries in a row that ended in nothing (incl. the current one)
-    deaths: int = 0  # takeovers while acquired since the last suspension
+    deaths: int = 0  # deaths of a worker running it alone, since the last suspension
+    suspect: bool = False  # its worker died running it beside others
     steps: dict[str, str] = field(default_factory=dict)  # child id -> state
     awaited: str | None = None
     counter: int = 0
@@ -103,10 +106,8 @@ class Driver:
     def _claimed(self, w: str, held: list[Any], dead: list[str], takeover: bool = False) -> None:
         for c in held:
             t = self.tasks[c.task_id]
-            if takeover and t.task == "acquired":
-                t.deaths += 1
-                if t.deaths >= MAX_DEATHS:
-                    raise Violation(f"{t.id} claimed again after {t.deaths} holder deaths")
+            if c.suspect != t.suspect:
+                raise Violation(f"{t.id}: claimed with suspect={c.suspect}, model {t.suspect}")
             if t.holder:
                 self.stale.append(self.fence(t))
             t.strikes += 1
@@ -115,10 +116,6 @@ class Driver:
             t.task, t.holder = "acquired", (w, c.version)
         for tid in dead:
             t = self.tasks[tid]
-            if takeover and t.task == "acquired" and t.deaths + 1 >= MAX_DEATHS:
-                t.deaths += 1  # quarantined: its holder died MAX_DEATHS times in a row
-                self._settled(t, "rejected")
-                continue
             if t.strikes + 1 <= MAX_DELIVERIES:
                 raise Violation(
                     f"{tid} dead-lettered after {t.strikes} empty deliveries "
@@ -217,6 +214,7 @@ class Driver:
             raise Violation(f"suspend of {t.id} on a new promise answered {outcome}")
         self.stale.append(self.fence(t))
         t.task, t.holder, t.awaited, t.strikes, t.deaths = "suspended", None, cid, 0, 0
+        t.suspect = False
         t.steps[cid] = "pending"
 
     async def op_resume(self) -> None:
@@ -299,6 +297,29 @@ class Driver:
                 if p not in (None, b"pending"):
                     self._settled(t, p.decode())
 
+    async def op_requeue(self, w: str) -> None:
+        """The liveness scanner found ``w`` dead (no connection): requeue.lua hands its work
+        back. ``w`` may act again later, as a zombie whose every write must be refused."""
+        res = await self.client.script(
+            "requeue", [self.stream], [w, GROUP, MAX_DEATHS, 1000, MAX_DELIVERIES]
+        )
+        quarantined = {x.decode() if isinstance(x, bytes) else x for x in res[1]}
+        mine = self.held_by(w)
+        for t in mine:
+            if len(mine) == 1:
+                t.deaths += 1  # it ran alone: the death is its own
+            if len(mine) == 1 and t.deaths >= MAX_DEATHS:
+                if t.id not in quarantined:
+                    raise Violation(f"{t.id}: {t.deaths} holder deaths and not quarantined")
+                self._settled(t, "rejected")
+            else:
+                if t.id in quarantined:
+                    raise Violation(f"{t.id} quarantined (deaths {t.deaths}, {len(mine)} held)")
+                self.stale.append(self.fence(t))
+                t.task, t.holder = "pending", None
+                t.suspect = t.suspect or len(mine) > 1
+        self.reads[w] = []  # entries it had read went back on the stream as new entries
+
     async def op_reload(self) -> None:
         """A Redis restart from its own data (DEBUG RELOAD: save, flush, load)."""
         if self.can_reload:
@@ -314,6 +335,7 @@ class Driver:
             (3, "read", lambda: self.op_read(w)),
             (3, "acquire", lambda: self.op_acquire(w)),
             (1.5, "takeover", lambda: self.op_takeover(w)),
+            (0.7, "requeue", lambda: self.op_requeue(w)),
             (1, "heartbeat", lambda: self.op_heartbeat(w)),
             (2, "step", lambda: self.op_step(w)),
             (2, "suspend", lambda: self.op_suspend(w)),
@@ -357,6 +379,8 @@ class Driver:
             deaths = int(h.get(b"deaths", b"0") or 0)
             if deaths != t.deaths:
                 raise Violation(f"{t.id}: {deaths} holder deaths in Redis, {t.deaths} in model")
+            if (h.get(b"suspect") == b"1") != t.suspect:
+                raise Violation(f"{t.id}: suspect mark in Redis differs from the model")
             if state == "acquired":
                 pid, v = h[b"pid"].decode(), h[b"v"].decode()
                 if t.holder != (pid, v):

@@ -1,0 +1,149 @@
+"""The liveness scanner: one process per Redis finds dead workers and hands their work back.
+
+A worker that dies (kill -9, the OOM killer, a crash, a lost node) leaves entries in its
+group's pending list and no Redis connection under its name. One worker at a time (whoever
+holds the ``scan`` lease, renewed on every pass) looks, at a fixed cadence (SCAN_PERIOD_S,
+whatever the ttl): CLIENT LIST once, XINFO CONSUMERS per group. A consumer with pending
+entries and no connection, seen so on two passes at least CONFIRM_S apart, is dead; its
+work goes back on its group's stream at once (requeue.lua: the dead holder is fenced, holder
+deaths are counted and poison calls quarantined), where any worker with a free slot reads it.
+Consumers that hold nothing and are gone are deleted. A consumer that is connected but has
+not renewed its entries for its own ttl (a stalled process, a partition: XINFO's idle time,
+reset by every heartbeat) gets the same treatment without a death counted (reclaim.lua).
+So the liveness cost is one scan per Redis per period, not one per worker per ttl/5, a kill
+-9 is noticed in about SCAN_PERIOD_S + CONFIRM_S at any ttl, and a stall after its ttl.
+
+After a Redis restart every worker reconnects on its own schedule: while Redis has been up
+less than RESTART_GRACE_S, a consumer must be gone for RESTART_CONFIRM_S before it counts
+as dead. Without CLIENT LIST (a least-privilege user) every consumer counts as connected, with
+one warning: a dead worker's work then goes back after its ttl, like a stalled one's.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import redis.exceptions as rexc
+
+from lb.broker.client import Broker, translate_errors
+from lb.broker.errors import PermissionDenied
+from lb.broker.keys import CONSUMER_GROUP, Keys
+
+__all__ = ["CONFIRM_S", "LEASE_TRY_S", "SCAN_PERIOD_S", "Scanner"]
+
+log = logging.getLogger("lb.broker")
+
+SCAN_PERIOD_S = 0.2  # the holder's cadence (it renews the lease on every pass)
+CONFIRM_S = 0.15  # a consumer must be seen gone on two passes at least this far apart
+LEASE_MS = 600  # short: when the holder itself dies, another worker scans within a second
+LEASE_TRY_S = 0.3  # how often a worker that does not hold the lease tries for it
+RESTART_GRACE_S = 10  # after a Redis (re)start, for this long...
+RESTART_CONFIRM_S = 3.0  # ...a consumer must be gone this long: workers are reconnecting
+PRUNE_IDLE_MS = 60_000
+
+
+def _s(x: Any) -> str:
+    return x.decode() if isinstance(x, bytes) else str(x)
+
+
+class Scanner:
+    """Run :meth:`scan` every SCAN_PERIOD_S from every worker: only the lease holder works."""
+
+    def __init__(self, broker: Broker, pid: str) -> None:
+        self.broker = broker
+        self.pid = pid
+        self.denied = False
+        self._suspect: dict[tuple[str, str], float] = {}  # (stream, consumer) -> first seen
+        self.holds_lease = False
+
+    async def scan(self) -> list[tuple[str, str, list[str]]]:
+        """One pass. Returns (group, dead consumer, quarantined task ids) per consumer whose
+        work was handed back."""
+        base0 = self.broker.keys.base(0)
+        lease = await self.broker.script("lease", [Keys.scan_lease(base0)], [self.pid, LEASE_MS])
+        self.holds_lease = int(lease) == 1
+        if not self.holds_lease:
+            self._suspect.clear()
+            return []
+        r = self.broker.redis
+        names: set[str] | None
+        try:
+            if self.denied:
+                raise PermissionDenied("CLIENT LIST")
+            async with translate_errors():
+                clients = await r.client_list()
+            names = {c.get("name", "") for c in clients}
+        except PermissionDenied:
+            if not self.denied:
+                log.warning(
+                    "CLIENT LIST is not permitted to this Redis user: a dead worker's tasks are "
+                    "taken over after the ttl, not at once when its connection drops"
+                )
+            self.denied = True
+            names = None
+        try:
+            async with translate_errors():
+                uptime = int((await r.info("server")).get("uptime_in_seconds", 10**6))
+        except PermissionDenied:
+            uptime = 10**6
+        confirm = RESTART_CONFIRM_S if uptime < RESTART_GRACE_S else CONFIRM_S
+        settings = self.broker.settings
+        now = time.monotonic()
+        seen: dict[tuple[str, str], float] = {}
+        out: list[tuple[str, str, list[str]]] = []
+        for base in self.broker.keys.all_bases():
+            async with translate_errors():
+                groups = sorted(_s(g) for g in await r.smembers(Keys.groups(base)))
+            for group in groups:
+                stream = Keys.stream(base, group)
+                try:
+                    async with translate_errors():
+                        consumers = await r.xinfo_consumers(stream, CONSUMER_GROUP)
+                except rexc.ResponseError:
+                    continue
+                prune: list[str] = []
+                for c in consumers:
+                    name = _s(c.get("name", b""))
+                    pending, idle = int(c.get("pending", 0)), int(c.get("idle", 0))
+                    if names is None or name in names:
+                        if pending and idle > settings.ttl_ms:
+                            if await self._reclaim(base, stream, group, name):
+                                out.append((group, name, []))
+                        elif not pending and names is None and idle > PRUNE_IDLE_MS:
+                            prune.append(name)  # without CLIENT LIST: long silent, empty
+                        continue
+                    if not pending:
+                        prune.append(name)
+                        continue
+                    first = self._suspect.get((stream, name), now)
+                    seen[(stream, name)] = first
+                    if now - first < confirm:
+                        continue
+                    res = await self.broker.script(
+                        "requeue",
+                        [stream],
+                        [
+                            name,
+                            group,
+                            settings.max_deaths,
+                            settings.ttl_ms,
+                            settings.max_deliveries,
+                        ],
+                    )
+                    seen.pop((stream, name), None)
+                    out.append((group, name, [_s(x) for x in res[1]]))
+                if prune:
+                    await self.broker.script("prune", [stream], prune[:100])
+        self._suspect = seen
+        return out
+
+    async def _reclaim(self, base: str, stream: str, group: str, name: str) -> int:
+        """A connected consumer silent past its own ttl (from its info hash; this worker's
+        ttl if it has none): its entries idle that long go back (reclaim.lua)."""
+        async with translate_errors():
+            raw = await self.broker.redis.hget(Keys.worker_info(base, name), "ttl")
+        ttl = int(raw) if raw else self.broker.settings.ttl_ms
+        res = await self.broker.script("reclaim", [stream], [name, group, ttl, self.pid])
+        return int(res)
