@@ -38,7 +38,7 @@ SCRIPT_NAMES = (
 )
 # Scripts sent without lib.lua (they use none of it): its prelude costs ~17 us a call, which
 # matters for a call every worker makes several times a second.
-BARE = frozenset({"lease"})
+BARE = frozenset({"lease", "heartbeat"})
 
 
 @cache

@@ -58,6 +58,8 @@ __all__ = ["Worker", "worker_name"]
 
 log = logging.getLogger("lb.worker")
 
+# An idle worker's blocking read returns this often (new work wakes it at once).
+READ_BLOCK_MS = 5000
 # How long a call for a function this worker does not have waits before its next delivery.
 PASS_ON_DELAY_MS = 1000
 # The event loop must tick at least this often (fraction of the ttl) for heartbeats to renew.
@@ -220,7 +222,7 @@ class Worker(RidesOutages, Health):
                 await self._free.wait()
                 continue
             try:
-                got = await self.queue.read(self.free, block_ms=1000)
+                got = await self.queue.read(self.free, block_ms=READ_BLOCK_MS)
                 for base, entries in got.items():
                     held, dead = await self.queue.acquire(base, entries)
                     self.outage.over()
@@ -247,7 +249,9 @@ class Worker(RidesOutages, Health):
             period = SCAN_PERIOD_S if self.scanner.holds_lease else LEASE_TRY_S
             await asyncio.sleep(period * random.uniform(0.9, 1.1))
             try:
-                for group, dead, quarantined in await self.scanner.scan():
+                found = await self.scanner.scan()
+                self.redis_ok_at = time.monotonic()  # outages are timed from this
+                for group, dead, quarantined in found:
                     self._emit("requeued", group=group, dead=dead)
                     for tid in quarantined:
                         self._emit("dead-letter", id=tid, reason="quarantined")
@@ -259,6 +263,9 @@ class Worker(RidesOutages, Health):
     async def _sweep_loop(self) -> None:
         lease_ms = 2000
         while not self._stopping:
+            if not self.scanner.holds_lease:  # the scanner's lease holder sweeps too
+                await asyncio.sleep(LEASE_TRY_S)
+                continue
             try:
                 holds, nxt = await self.queue.sweep(lease_ms)
                 self.redis_ok_at = time.monotonic()  # outages are timed from this

@@ -6,16 +6,21 @@
 -- Guarantees: only entries the worker owns at the current version are renewed (XCLAIM JUSTID
 -- resets their idle time without counting a delivery); nothing held by another worker is
 -- ever touched, because ownership is checked here and not left to XCLAIM.
+-- Sent without lib.lua (every worker runs it every ttl/5: the prelude would cost more than the
+-- work); the few key shapes it needs are spelled out here, as lib.lua spells them.
+local B, CG = ARGV[1], 'lb'
 local pid, group, info_ttl = ARGV[3], ARGV[4], tonumber(ARGV[5])
-local now = now_ms()
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', B .. ':w:' .. group, now, pid)
 redis.call('PEXPIRE', B .. ':wi:' .. pid, info_ttl)
 local lost = {}
 for i = 6, #ARGV, 2 do
   local tid, v = ARGV[i], ARGV[i + 1]
-  if holds(tid, v, pid) then
-    local eid = redis.call('HGET', k_task(tid), 'eid')
-    redis.call('XCLAIM', k_stream(group), CG, pid, 0, eid, 'JUSTID')
+  local tk = B .. ':t:' .. tid
+  local h = redis.call('HMGET', tk, 'state', 'v', 'pid', 'eid')
+  if h[1] == 'acquired' and h[2] == v and h[3] == pid then
+    redis.call('XCLAIM', B .. ':q:' .. group, CG, pid, 0, h[4], 'JUSTID')
   else
     table.insert(lost, tid)
   end
