@@ -22,6 +22,9 @@ from lb.broker.keys import Keys
 from lb.broker.scripts import script_source
 from lb.broker.settings import Settings
 
+# The liveness scanner's lease, taken and renewed by heartbeats (broker/liveness.py).
+SCAN_LEASE_MS = 1500  # = broker/liveness.py LEASE_MS
+
 __all__ = ["Heartbeat"]
 
 
@@ -66,6 +69,7 @@ class Heartbeat(threading.Thread):
         )
         self.script = self.client.register_script(script_source("heartbeat"))
         self.beats = 0
+        self.scan_lease = False  # this worker holds the liveness scanner's lease (last beat)
 
     def beat(self) -> list[str]:
         """One heartbeat for every shard; returns the task ids no longer held."""
@@ -78,6 +82,7 @@ class Heartbeat(threading.Thread):
             self.versions[tid] = version
         lost: list[str] = []
         info_ttl = self.settings.live_ms
+        base0 = Keys(self.settings.prefix, self.settings.shards).base(0)
         for base, pairs in by_base.items():
             args: list[Any] = [
                 base,
@@ -85,10 +90,13 @@ class Heartbeat(threading.Thread):
                 self.pid,
                 self.group,
                 info_ttl,
+                SCAN_LEASE_MS if base == base0 else "",
                 *pairs,
             ]
             res = self.script(keys=[Keys.stream(base, self.group)], args=args)
-            lost += [x.decode() if isinstance(x, bytes) else str(x) for x in res]
+            if base == base0:
+                self.scan_lease = int(res[0]) == 1
+            lost += [x.decode() if isinstance(x, bytes) else str(x) for x in res[1:]]
         self.beats += 1
         return lost
 

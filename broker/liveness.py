@@ -2,27 +2,30 @@
 
 A worker that dies (kill -9, the OOM killer, a crash, a lost node) leaves entries in its
 group's pending list and no Redis connection under its name. One worker at a time (whoever
-holds the ``scan`` lease, renewed on every pass) looks, at a fixed cadence (SCAN_PERIOD_S,
-whatever the ttl): CLIENT LIST once, XINFO CONSUMERS per group. A consumer with pending
-entries and no connection, seen so on two passes at least CONFIRM_S apart, is dead; its
-work goes back on its group's stream at once (requeue.lua: the dead holder is fenced, holder
-deaths are counted and poison calls quarantined), where any worker with a free slot reads it.
-Consumers that hold nothing and are gone are deleted. A consumer that is connected but has
-not renewed its entries for its own ttl (a stalled process, a partition: XINFO's idle time,
-reset by every heartbeat) gets the same treatment without a death counted (reclaim.lua).
-So the liveness cost is one scan per Redis per period, not one per worker per ttl/5, a kill
--9 is noticed in about SCAN_PERIOD_S + CONFIRM_S at any ttl, and a stall after its ttl.
+holds the ``scan`` lease: every heartbeat, at least once a second, takes it when it is free, so
+the fleet makes no extra call for it; the holder renews it on every pass) looks, at a fixed
+cadence (SCAN_PERIOD_S, whatever the ttl): CLIENT LIST once, XINFO CONSUMERS per group. A
+consumer with pending entries and no connection, seen so on two passes at least CONFIRM_S
+apart, is dead; its work goes back on its group's stream at once (requeue.lua: the dead holder
+is fenced, holder deaths are counted and poison calls quarantined), where any worker with a
+free slot reads it. Consumers that hold nothing and are gone are deleted. A consumer that is
+connected but has not renewed its entries for its own ttl (a stalled process, a partition:
+XINFO's idle time, reset by every heartbeat) gets the same treatment without a death counted
+(reclaim.lua). So the liveness cost is one scan per Redis per period, not one per worker per
+ttl/5, a kill -9 is noticed in about SCAN_PERIOD_S + CONFIRM_S at any ttl, and a stall after
+its ttl.
 
-After a Redis restart every worker reconnects on its own schedule: while Redis has been up
-less than RESTART_GRACE_S, a consumer must be gone for RESTART_CONFIRM_S before it counts
-as dead. Without CLIENT LIST (a least-privilege user) every consumer counts as connected, with
-one warning: a dead worker's work then goes back after its ttl, like a stalled one's.
+After a Redis restart every worker reconnects on its own schedule: while Redis has been up less
+than RESTART_GRACE_S, a consumer must be gone for RESTART_CONFIRM_S before it counts as dead.
+Without CLIENT LIST (a least-privilege user) every consumer counts as connected, with one
+warning: a dead worker's work then goes back after its ttl, like a stalled one's.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.exceptions as rexc
@@ -31,14 +34,13 @@ from lb.broker.client import Broker, translate_errors
 from lb.broker.errors import PermissionDenied
 from lb.broker.keys import CONSUMER_GROUP, Keys
 
-__all__ = ["CONFIRM_S", "LEASE_TRY_S", "SCAN_PERIOD_S", "Scanner"]
+__all__ = ["CONFIRM_S", "SCAN_PERIOD_S", "Scanner"]
 
 log = logging.getLogger("lb.broker")
 
 SCAN_PERIOD_S = 0.2  # the holder's cadence (it renews the lease on every pass)
 CONFIRM_S = 0.15  # a consumer must be seen gone on two passes at least this far apart
-LEASE_MS = 600  # short: when the holder itself dies, another worker scans within a second
-LEASE_TRY_S = 0.3  # how often a worker that does not hold the lease tries for it
+LEASE_MS = 1500  # as heartbeats set it (broker/heartbeat.py SCAN_LEASE_MS)
 RESTART_GRACE_S = 10  # after a Redis (re)start, for this long...
 RESTART_CONFIRM_S = 3.0  # ...a consumer must be gone this long: workers are reconnecting
 PRUNE_IDLE_MS = 60_000
@@ -51,9 +53,18 @@ def _s(x: Any) -> str:
 class Scanner:
     """Run :meth:`scan` every SCAN_PERIOD_S from every worker: only the lease holder works."""
 
-    def __init__(self, broker: Broker, pid: str) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        pid: str,
+        take: Callable[[str, int], Awaitable[int]] | None = None,
+    ) -> None:
+        """``take(group, ttl_ms)``: the scanner's own worker takes silent work of its group
+        into its free slots first (takeover.lua) - a stalled holder's blocked read would
+        otherwise be the first to get what goes back on the stream."""
         self.broker = broker
         self.pid = pid
+        self.take = take
         self.denied = False
         self._suspect: dict[tuple[str, str], float] = {}  # (stream, consumer) -> first seen
         self.holds_lease = False
@@ -145,5 +156,6 @@ class Scanner:
         async with translate_errors():
             raw = await self.broker.redis.hget(Keys.worker_info(base, name), "ttl")
         ttl = int(raw) if raw else self.broker.settings.ttl_ms
+        taken = await self.take(group, ttl) if self.take is not None else 0
         res = await self.broker.script("reclaim", [stream], [name, group, ttl, self.pid])
-        return int(res)
+        return taken + int(res)

@@ -174,9 +174,9 @@ class TaskQueue:
         lost = await self.broker.script(
             "heartbeat",
             [Keys.stream(base, self.group)],
-            [self.pid, self.group, self.broker.settings.live_ms, fence.task_id, fence.version],
+            [self.pid, self.group, self.broker.settings.live_ms, "", fence.task_id, fence.version],
         )
-        return not lost
+        return not lost[1:]  # lost[0]: the scanner's lease (not asked for here)
 
     async def takeover(
         self, min_idle_ms: int, count: int, dead: Iterable[str] = ()

@@ -39,7 +39,7 @@ from lb.broker.errors import (
     UnknownFunction,
 )
 from lb.broker.heartbeat import Heartbeat
-from lb.broker.liveness import LEASE_TRY_S, SCAN_PERIOD_S, Scanner
+from lb.broker.liveness import SCAN_PERIOD_S, Scanner
 from lb.broker.records import Claimed
 from lb.broker.settings import Settings
 from lb.broker.tasks import TaskQueue
@@ -92,7 +92,7 @@ class Worker(RidesOutages, Health):
         self.on_event = on_event
         self.broker = Broker(settings, client_name=self.pid)
         self.queue = TaskQueue(self.broker, group, self.pid)
-        self.scanner = Scanner(self.broker, self.pid)
+        self.scanner = Scanner(self.broker, self.pid, self._take_silent)
         self.isolation = Isolation()
         self.running: dict[str, Execution] = {}
         self._held_lock = threading.Lock()
@@ -151,7 +151,7 @@ class Worker(RidesOutages, Health):
             self.settings,
             self.group,
             self.pid,
-            self.settings.ttl_ms / 5000.0,
+            min(1.0, self.settings.ttl_ms / 5000.0),  # at least 1/s: it also takes the lease
             self._held_snapshot,
             self._lost_from_thread,
             progress=lambda: self.watch.tick,
@@ -244,12 +244,16 @@ class Worker(RidesOutages, Health):
     async def _scan_loop(self) -> None:
         """The liveness scanner (broker/liveness.py): only the lease holder scans."""
         while not self._stopping:
-            # The holder scans at SCAN_PERIOD_S; the others only try for the lease, every
-            # LEASE_TRY_S: the fleet's cost does not grow with its size.
-            period = SCAN_PERIOD_S if self.scanner.holds_lease else LEASE_TRY_S
-            await asyncio.sleep(period * random.uniform(0.9, 1.1))
+            # The heartbeat takes the lease when it is free (no extra call per worker); the
+            # holder scans every SCAN_PERIOD_S, the others make no call here at all.
+            await asyncio.sleep(SCAN_PERIOD_S * random.uniform(0.9, 1.1))
+            hb = self.heartbeat
+            if not (self.scanner.holds_lease or (hb is not None and hb.scan_lease)):
+                continue
             try:
                 found = await self.scanner.scan()
+                if hb is not None and not self.scanner.holds_lease:
+                    hb.scan_lease = False  # taken by another since the last beat
                 self.redis_ok_at = time.monotonic()  # outages are timed from this
                 for group, dead, quarantined in found:
                     self._emit("requeued", group=group, dead=dead)
@@ -260,11 +264,24 @@ class Worker(RidesOutages, Health):
             except Exception as exc:
                 await self._guard("scan", exc)
 
+    async def _take_silent(self, group: str, ttl_ms: int) -> int:
+        """The scanner found a silent holder: take its work of this group into free slots."""
+        if group != self.group or self.free <= 0:
+            return 0
+        held, dead_ids = await self.queue.takeover(ttl_ms, self.free)
+        for tid in dead_ids:
+            self._emit("dead-letter", id=tid)
+        for c in held:
+            self._emit_takeover(c)
+            self._begin(c)
+        self._run_alone()
+        return len(held)
+
     async def _sweep_loop(self) -> None:
         lease_ms = 2000
         while not self._stopping:
             if not self.scanner.holds_lease:  # the scanner's lease holder sweeps too
-                await asyncio.sleep(LEASE_TRY_S)
+                await asyncio.sleep(SCAN_PERIOD_S)
                 continue
             try:
                 holds, nxt = await self.queue.sweep(lease_ms)

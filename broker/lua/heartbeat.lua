@@ -1,8 +1,11 @@
 -- heartbeat.lua: a worker renews the tasks it still holds and reports itself alive.
 -- KEYS[1] the group's stream   ARGV[1] base   ARGV[2] retention_ms
 -- ARGV[3] worker pid   ARGV[4] group   ARGV[5] worker info TTL in ms
--- ARGV[6..] pairs: task id, version
--- Returns the task ids this worker no longer holds (taken over, settled or canceled).
+-- ARGV[6] the liveness scanner's lease ms ('' = do not try for it: not shard 0)
+-- ARGV[7..] pairs: task id, version
+-- Returns {1 if this worker now holds the scanner's lease else 0, task ids this worker no
+-- longer holds (taken over, settled or canceled)...}. Trying for the lease here costs the
+-- fleet no extra call: a worker that finds it free (its holder died) becomes the scanner.
 -- Guarantees: only entries the worker owns at the current version are renewed (XCLAIM JUSTID
 -- resets their idle time without counting a delivery); nothing held by another worker is
 -- ever touched, because ownership is checked here and not left to XCLAIM.
@@ -14,8 +17,17 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', B .. ':w:' .. group, now, pid)
 redis.call('PEXPIRE', B .. ':wi:' .. pid, info_ttl)
-local lost = {}
-for i = 6, #ARGV, 2 do
+local lease = 0
+if ARGV[6] ~= '' then
+  local key = B .. ':scan'
+  local holder = redis.call('GET', key)
+  if not holder or holder == pid then
+    redis.call('SET', key, pid, 'PX', ARGV[6])
+    lease = 1
+  end
+end
+local lost = {lease}
+for i = 7, #ARGV, 2 do
   local tid, v = ARGV[i], ARGV[i + 1]
   local tk = B .. ':t:' .. tid
   local h = redis.call('HMGET', tk, 'state', 'v', 'pid', 'eid')
