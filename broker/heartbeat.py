@@ -70,6 +70,7 @@ class Heartbeat(threading.Thread):
         self.script = self.client.register_script(script_source("heartbeat"))
         self.beats = 0
         self.scan_lease = False  # this worker holds the liveness scanner's lease (last beat)
+        self.on_silent: Callable[[], None] | None = None  # the scanner flagged silent work
 
     def beat(self) -> list[str]:
         """One heartbeat for every shard; returns the task ids no longer held."""
@@ -96,7 +97,9 @@ class Heartbeat(threading.Thread):
             res = self.script(keys=[Keys.stream(base, self.group)], args=args)
             if base == base0:
                 self.scan_lease = int(res[0]) == 1
-            lost += [x.decode() if isinstance(x, bytes) else str(x) for x in res[1:]]
+            if int(res[1]) == 1 and self.on_silent is not None:
+                self.on_silent()
+            lost += [x.decode() if isinstance(x, bytes) else str(x) for x in res[2:]]
         self.beats += 1
         return lost
 

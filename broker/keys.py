@@ -158,6 +158,11 @@ class Keys:
         return f"{base}:lease"
 
     @staticmethod
+    def silent(base: str, group: str) -> str:
+        """Set by the scanner when work of ``group`` is silent past its holder's ttl."""
+        return f"{base}:silent:{group}"
+
+    @staticmethod
     def scan_lease(base: str) -> str:
         """The liveness scanner's lease (one scanner per Redis: on shard 0's base)."""
         return f"{base}:scan"

@@ -11,9 +11,9 @@ is fenced, holder deaths are counted and poison calls quarantined), where any wo
 free slot reads it. Consumers that hold nothing and are gone are deleted. A consumer that is
 connected but has not renewed its entries for its own ttl (a stalled process, a partition:
 XINFO's idle time, reset by every heartbeat) gets the same treatment without a death counted
-(reclaim.lua). So the liveness cost is one scan per Redis per period, not one per worker per
-ttl/5, a kill -9 is noticed in about SCAN_PERIOD_S + CONFIRM_S at any ttl, and a stall after
-its ttl.
+(flagged for the group's workers, which take it into their free slots). So the liveness cost is
+one scan per Redis per period, not one per worker per ttl/5, a kill -9 is noticed in about
+SCAN_PERIOD_S + CONFIRM_S at any ttl, and a stall after its ttl.
 
 After a Redis restart every worker reconnects on its own schedule: while Redis has been up less
 than RESTART_GRACE_S, a consumer must be gone for RESTART_CONFIRM_S before it counts as dead.
@@ -68,6 +68,7 @@ class Scanner:
         self.denied = False
         self._suspect: dict[tuple[str, str], float] = {}  # (stream, consumer) -> first seen
         self.holds_lease = False
+        self._ttls: dict[str, int] = {}  # consumer -> its ttl ms (from its info hash)
 
     async def scan(self) -> list[tuple[str, str, list[str]]]:
         """One pass. Returns (group, dead consumer, quarantined task ids) per consumer whose
@@ -115,11 +116,14 @@ class Scanner:
                 except rexc.ResponseError:
                     continue
                 prune: list[str] = []
+                silent = await self._silent(base, stream, consumers)
                 for c in consumers:
                     name = _s(c.get("name", b""))
                     pending, idle = int(c.get("pending", 0)), int(c.get("idle", 0))
                     if names is None or name in names:
-                        if pending and idle > settings.ttl_ms:
+                        # Our own name too: a restarted worker reuses its name (--name), and
+                        # what its previous process held is silent past the ttl.
+                        if name in silent:
                             if await self._reclaim(base, stream, group, name):
                                 out.append((group, name, []))
                         elif not pending and names is None and idle > PRUNE_IDLE_MS:
@@ -150,12 +154,43 @@ class Scanner:
         self._suspect = seen
         return out
 
+    async def _ttl(self, base: str, name: str) -> int:
+        """A worker's own ttl (its info hash; this worker's when it has none), cached."""
+        if name not in self._ttls:
+            async with translate_errors():
+                raw = await self.broker.redis.hget(Keys.worker_info(base, name), "ttl")
+            self._ttls[name] = int(raw) if raw else self.broker.settings.ttl_ms
+        return self._ttls[name]
+
+    async def _silent(self, base: str, stream: str, consumers: list[Any]) -> set[str]:
+        """Consumers with an entry idle past their own ttl. Entry idle times, not XINFO's
+        consumer idle time: a stalled worker's blocking XREADGROUP, served while it is
+        stopped, refreshes the latter."""
+        holding = [_s(c.get("name", b"")) for c in consumers if int(c.get("pending", 0))]
+        if not holding:
+            return set()
+        least = min([await self._ttl(base, n) for n in holding])
+        async with translate_errors():
+            rows: Any = await self.broker.redis.xpending_range(
+                stream, CONSUMER_GROUP, "-", "+", 1000, idle=least
+            )
+        out: set[str] = set()
+        for row in rows or []:
+            name, idle = _s(row["consumer"]), int(row["time_since_delivered"])
+            if idle >= await self._ttl(base, name):
+                out.add(name)
+        return out
+
     async def _reclaim(self, base: str, stream: str, group: str, name: str) -> int:
         """A connected consumer silent past its own ttl (from its info hash; this worker's
-        ttl if it has none): its entries idle that long go back (reclaim.lua)."""
-        async with translate_errors():
-            raw = await self.broker.redis.hget(Keys.worker_info(base, name), "ttl")
-        ttl = int(raw) if raw else self.broker.settings.ttl_ms
+        ttl if it has none): its entries idle that long are taken into free slots, here or
+        by the group's other workers (flagged through their heartbeats)."""
+        ttl = await self._ttl(base, name)
         taken = await self.take(group, ttl) if self.take is not None else 0
-        res = await self.broker.script("reclaim", [stream], [name, group, ttl, self.pid])
-        return taken + int(res)
+        # What this worker could not take: flag it for the group's other workers, whose next
+        # heartbeat (at most 1 s away) sees the flag and runs a takeover pass into their free
+        # slots. Not put back on the stream: the silent worker's own blocked read would be
+        # the first to get it.
+        async with translate_errors():
+            await self.broker.redis.set(Keys.silent(base, group), self.pid, px=2000)
+        return taken

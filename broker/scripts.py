@@ -33,7 +33,6 @@ SCRIPT_NAMES = (
     "search",
     "prune",
     "requeue",
-    "reclaim",
     "lease",
 )
 # Scripts sent without lib.lua (they use none of it): its prelude costs ~17 us a call, which

@@ -176,7 +176,7 @@ class TaskQueue:
             [Keys.stream(base, self.group)],
             [self.pid, self.group, self.broker.settings.live_ms, "", fence.task_id, fence.version],
         )
-        return not lost[1:]  # lost[0]: the scanner's lease (not asked for here)
+        return not lost[2:]  # lost[0], lost[1]: the scanner's lease and silent flags
 
     async def takeover(
         self, min_idle_ms: int, count: int, dead: Iterable[str] = ()
@@ -263,6 +263,22 @@ class TaskQueue:
             seen[n] = (first if now - last <= ttl_s / 2 else now, now)
         self._suspect = seen
         return sorted(n for n, (first, _) in seen.items() if now - first >= ttl_s / 10)
+
+    async def requeue_own(self) -> list[str]:
+        """At start: entries still pending under this worker's own name were held by a
+        previous process of the same name (``--name``), which died. Hand them back as the
+        scanner does for a dead worker (requeue.lua: deaths counted, poison quarantined).
+        Returns the quarantined task ids."""
+        s = self.broker.settings
+        out: list[str] = []
+        for base in self.bases:
+            res = await self.broker.script(
+                "requeue",
+                [Keys.stream(base, self.group)],
+                [self.pid, self.group, s.max_deaths, s.ttl_ms, s.max_deliveries],
+            )
+            out += [x.decode() if isinstance(x, bytes) else str(x) for x in res[1]]
+        return out
 
     async def forget_self(self) -> None:
         """Delete this worker's own consumer from its group (at a clean stop, after every

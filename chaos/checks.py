@@ -224,7 +224,7 @@ def check_liveness(
     when the group first had spare capacity (backlog sampled at zero). Slow is allowed,
     stuck is not. This is stricter than "within ttl + 5 s of the last heal" for every
     promise that lived before the last fault."""
-    slack = {"nap": 0.5, "chain": 1.5, "saga": 4.0, "hog": 4.0}
+    slack = {"nap": 0.5, "chain": 1.5, "saga": 4.0, "hog": 4.0, "poison": 8.0, "linger": 4.0}
     times = [t for t, _, _ in samples]
     nxt: list[float] = [math.inf] * (len(samples) + 1)
     for i in range(len(samples) - 1, -1, -1):
@@ -262,6 +262,12 @@ def check_rejections(
     bad: dict[str, list[str]] = defaultdict(list)
     for pid, inv in invs.items():
         p = final.get(pid)
+        if inv.func == "poison":  # must end quarantined, whatever else happened
+            if p is not None and not inv.canceled and p.settled:
+                etype, msg = decode_error(p.value, MB) if p.state != "resolved" else ("", "")
+                if etype != "Quarantined":
+                    bad[f"poison not quarantined:{p.state}:{etype}"].append(pid)
+            continue
         if p is None and inv.observed.startswith("rejected"):
             bad["seen by the load:rejected"].append(f"{pid} ({inv.observed[:80]})")
         if p is None or p.state in ("pending", "resolved") or inv.canceled:

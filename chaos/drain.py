@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 from chaos.history import History, Op
@@ -66,11 +67,17 @@ class Reader:
             await b.close()
         return out
 
-    def drain(self, ids: list[str], timeout: float) -> tuple[float, list[str]]:
-        """Poll until every id settled; returns (seconds waited, ids still not settled)."""
+    def drain(
+        self, ids: list[str], timeout: float, on_poll: Callable[[], None] | None = None
+    ) -> tuple[float, list[str]]:
+        """Poll until every id settled; returns (seconds waited, ids still not settled).
+        ``on_poll`` runs before each poll (the injector restarts workers a poison call
+        killed)."""
         t0 = time.monotonic()
         left = list(ids)
         while left:
+            if on_poll is not None:
+                on_poll()
             got = self.run(self.read_all(left, record=False))
             left = [pid for pid in left if not _settled(got.get(pid))]
             if not left or time.monotonic() - t0 > timeout:

@@ -94,6 +94,7 @@ def render(res: dict[str, Any]) -> str:
         )
     )
     add(("clock jumps", f"{res.get('clock_jumps', 0)} on the jumping worker"))
+    add(("poison calls", f"{res.get('poison_deaths', 0)} worker deaths (restarted), quarantined"))
     t = res["takeover"]
     add(
         (

@@ -116,7 +116,9 @@ def run(opts: Options) -> tuple[int, dict[str, Any]]:
         # settle: they are gone from Redis by now.
         short_lived = {pid for pid, inv in invs.items() if inv.func == "linger"}
         acked = [pid for pid, inv in invs.items() if inv.acked_at and pid not in short_lived]
-        drain_s, left = reader.drain(acked, timeout=max(30.0, opts.duration))
+        drain_s, left = reader.drain(
+            acked, timeout=max(30.0, opts.duration), on_poll=injector.watch
+        )
         _say(opts, f"drained in {drain_s:.1f} s ({len(left)} not settled)")
         sabotaged: dict[str, Any] = {}
         if opts.sabotage:
@@ -140,6 +142,7 @@ def run(opts: Options) -> tuple[int, dict[str, Any]]:
             lambda eid: leaks.entry_present(cluster.url, prefix, eid),
             dl.get,
         )
+        injector.watch()  # a worker a poison call killed is restarted, not a crash
         alive = {n: cluster.workers[n].alive for n in names}
         codes = cluster.shutdown_workers()
         lines = cluster.all_lines()
@@ -189,6 +192,7 @@ def run(opts: Options) -> tuple[int, dict[str, Any]]:
         res["waits"] = _waits(history, final)
         res["journal_bad_lines"] = journal.bad_lines
         res["clock_jumps"] = len(journal.clock_jumps)
+        res["poison_deaths"] = injector.poison_deaths
         res["must_be_zero"] = must_be_zero(res)
         res["ok"] = not any(res["must_be_zero"].values())
         print(render(res), flush=True)

@@ -100,6 +100,7 @@ class Worker(RidesOutages, Health):
         self._free = asyncio.Event()
         self._stopping = False
         self._loops: list[asyncio.Task[None]] = []
+        self._takeover_due = False  # the scanner flagged silent work of this group
         self.redis_ok_at = 0.0  # monotonic time of the last sweep Redis answered
         self.watch = LoopWatch(
             self.pid,
@@ -135,6 +136,8 @@ class Worker(RidesOutages, Health):
     async def _join(self) -> None:
         await self.broker.check_server()
         await self.queue.ensure_group()
+        for tid in await self.queue.requeue_own():  # a previous process of this name died
+            self._emit("dead-letter", id=tid, reason="quarantined")
         sec, usec = await self.broker.redis.time()  # the Redis clock: lb keeps no clock of its own
         await self.queue.register(
             {
@@ -158,6 +161,7 @@ class Worker(RidesOutages, Health):
             stall_after=self.watch.stall_after,
             on_stall=self.watch.stalled,
         )
+        self.heartbeat.on_silent = self._silent_from_thread
         self.heartbeat.beat()
         self.heartbeat.start()
         loop = asyncio.get_running_loop()
@@ -222,6 +226,13 @@ class Worker(RidesOutages, Health):
                 await self._free.wait()
                 continue
             try:
+                if self._takeover_due:
+                    self._takeover_due = False
+                    asked = self.free
+                    if await self._take_silent(self.group, self.settings.ttl_ms) >= asked:
+                        self._takeover_due = True  # every free slot went to it: maybe more
+                    if self.free <= 0:
+                        continue
                 got = await self.queue.read(self.free, block_ms=READ_BLOCK_MS)
                 for base, entries in got.items():
                     held, dead = await self.queue.acquire(base, entries)
@@ -263,6 +274,15 @@ class Worker(RidesOutages, Health):
                 raise
             except Exception as exc:
                 await self._guard("scan", exc)
+
+    def _silent_from_thread(self) -> None:
+        self.io.loop.call_soon_threadsafe(self._on_silent)
+
+    def _on_silent(self) -> None:
+        """The scanner flagged silent work in this group: the claim loop takes what fits
+        before it reads new work, now or as soon as a slot frees (orphans first)."""
+        self._takeover_due = True
+        self._free.set()
 
     async def _take_silent(self, group: str, ttl_ms: int) -> int:
         """The scanner found a silent holder: take its work of this group into free slots."""

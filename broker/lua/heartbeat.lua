@@ -3,8 +3,10 @@
 -- ARGV[3] worker pid   ARGV[4] group   ARGV[5] worker info TTL in ms
 -- ARGV[6] the liveness scanner's lease ms ('' = do not try for it: not shard 0)
 -- ARGV[7..] pairs: task id, version
--- Returns {1 if this worker now holds the scanner's lease else 0, task ids this worker no
--- longer holds (taken over, settled or canceled)...}. Trying for the lease here costs the
+-- Returns {1 if this worker now holds the scanner's lease else 0, 1 if the scanner saw work
+-- of this group silent past its holder's ttl (the key silent:<group>: a worker with free
+-- slots then runs a takeover pass) else 0, task ids this worker no longer holds (taken
+-- over, settled or canceled)...}. Trying for the lease here costs the
 -- fleet no extra call: a worker that finds it free (its holder died) becomes the scanner.
 -- Guarantees: only entries the worker owns at the current version are renewed (XCLAIM JUSTID
 -- resets their idle time without counting a delivery); nothing held by another worker is
@@ -26,7 +28,7 @@ if ARGV[6] ~= '' then
     lease = 1
   end
 end
-local lost = {lease}
+local lost = {lease, redis.call('EXISTS', B .. ':silent:' .. group)}
 for i = 7, #ARGV, 2 do
   local tid, v = ARGV[i], ARGV[i + 1]
   local tk = B .. ':t:' .. tid
