@@ -23,7 +23,7 @@ from lb.broker.scripts import script_source
 from lb.broker.settings import Settings
 
 # The liveness scanner's lease, taken and renewed by heartbeats (broker/liveness.py).
-SCAN_LEASE_MS = 1500  # = broker/liveness.py LEASE_MS
+SCAN_LEASE_MS = 600  # = broker/liveness.py LEASE_MS
 
 __all__ = ["Heartbeat"]
 

@@ -2,7 +2,7 @@
 
 A worker that dies (kill -9, the OOM killer, a crash, a lost node) leaves entries in its
 group's pending list and no Redis connection under its name. One worker at a time (whoever
-holds the ``scan`` lease: every heartbeat, at least once a second, takes it when it is free, so
+holds the ``scan`` lease: every heartbeat, at least twice a second, takes it when it is free, so
 the fleet makes no extra call for it; the holder renews it on every pass) looks, at a fixed
 cadence (SCAN_PERIOD_S, whatever the ttl): CLIENT LIST once, XINFO CONSUMERS per group. A
 consumer with pending entries and no connection, seen so on two passes at least CONFIRM_S
@@ -40,7 +40,7 @@ log = logging.getLogger("lb.broker")
 
 SCAN_PERIOD_S = 0.2  # the holder's cadence (it renews the lease on every pass)
 CONFIRM_S = 0.15  # a consumer must be seen gone on two passes at least this far apart
-LEASE_MS = 1500  # as heartbeats set it (broker/heartbeat.py SCAN_LEASE_MS)
+LEASE_MS = 600  # as heartbeats set it (broker/heartbeat.py SCAN_LEASE_MS)
 RESTART_GRACE_S = 10  # after a Redis (re)start, for this long...
 RESTART_CONFIRM_S = 3.0  # ...a consumer must be gone this long: workers are reconnecting
 PRUNE_IDLE_MS = 60_000

@@ -58,6 +58,10 @@ __all__ = ["Worker", "worker_name"]
 
 log = logging.getLogger("lb.worker")
 
+# Heartbeats run at least this often (every ttl/5 otherwise): they also take the liveness
+# scanner's lease when its holder died, so this bounds the scanner's hand-over (with the
+# lease's 0.6 s).
+HEARTBEAT_MAX_S = 0.5
 # An idle worker's blocking read returns this often (new work wakes it at once).
 READ_BLOCK_MS = 5000
 # How long a call for a function this worker does not have waits before its next delivery.
@@ -154,7 +158,7 @@ class Worker(RidesOutages, Health):
             self.settings,
             self.group,
             self.pid,
-            min(1.0, self.settings.ttl_ms / 5000.0),  # at least 1/s: it also takes the lease
+            min(HEARTBEAT_MAX_S, self.settings.ttl_ms / 5000.0),  # it also takes the lease
             self._held_snapshot,
             self._lost_from_thread,
             progress=lambda: self.watch.tick,
