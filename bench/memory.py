@@ -40,12 +40,12 @@ async def _settle_many(url: str, n: int, value_size: int) -> float:
     param = Call("echo", [1, "x" * 16]).encode(1 << 20)
     value = msgpack.packb("v" * value_size)
     r = b.redis
-    await tq.read(1, 0)
+    await tq.read(1, 1)
     before = int((await r.info("memory"))["used_memory"])
     for start in range(0, n, 200):
         ids = [f"call-{uuid.uuid4().hex[:12]}-{i}" for i in range(start, min(n, start + 200))]
         await asyncio.gather(*(b.create(i, param, group="mem") for i in ids))
-        got = await tq.read(len(ids), 0)
+        got = await tq.read(len(ids), 1)
         held, _ = await tq.acquire(base, got[base])
         await asyncio.gather(*(tq.fulfill(c.fence("m"), "resolved", value) for c in held))
     after = int((await r.info("memory"))["used_memory"])
