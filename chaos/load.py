@@ -220,8 +220,9 @@ class Load:
         push of its settlement is the record the checkers get (``inv.observed``). Never
         re-creates: a purged id would run again."""
         loop = asyncio.get_running_loop()
-        deadline = time.monotonic() + GIVE_UP_AFTER * 2
-        while time.monotonic() < deadline:
+        # No deadline of its own: under an overload a call may settle minutes later, and a
+        # wait that gave up would see it purged (and count it lost) by the drain.
+        while not self.stop.is_set():
             try:
                 handle = await loop.run_in_executor(self.pool, self.r.get, inv.pid)
                 await handle.aresult(timeout=30.0)
