@@ -466,28 +466,6 @@ class Broker:
         return counts
 
 
-async def retained(broker: Broker, sample: int = 50) -> dict[str, int]:
-    """Settled promises waiting for their purge (the gc index) and an estimate of the memory
-    they use: MEMORY USAGE of a sample of them (promise and task hashes), times the count."""
-    count = used = sampled = 0
-    r = broker.redis
-    async with translate_errors():
-        for base in broker.keys.all_bases():
-            gc = f"{base}:gc"
-            n = int(await r.zcard(gc))
-            count += n
-            if not n:
-                continue
-            ids: Any = await r.zrandmember(gc, min(sample, n))
-            for raw in ids or []:
-                pid = raw.decode("utf-8", "surrogateescape")
-                for key in (f"{base}:p:{pid}", f"{base}:t:{pid}"):
-                    used += int(await r.memory_usage(key) or 0)
-                sampled += 1
-    per = used / sampled if sampled else 0
-    return {"retained": count, "retained_bytes_estimate": int(per * count)}
-
-
 def _tags_json(tags: dict[str, str] | None) -> str:
     if not tags:
         return ""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lb.broker.client import Broker, retained, translate_errors
+from lb.broker.client import Broker, translate_errors
 from lb.broker.keys import CONSUMER_GROUP, Keys
 
 __all__ = ["snapshot"]
@@ -83,3 +83,25 @@ async def known_functions(broker: Broker, group: str) -> set[str] | None:
                     live = True
                     names.update(x for x in _s(funcs).split(",") if x)
     return names if live else None
+
+
+async def retained(broker: Broker, sample: int = 50) -> dict[str, int]:
+    """Settled promises waiting for their purge (the gc index) and an estimate of the memory
+    they use: MEMORY USAGE of a sample of them (promise and task hashes), times the count."""
+    count = used = sampled = 0
+    r = broker.redis
+    async with translate_errors():
+        for base in broker.keys.all_bases():
+            gc = f"{base}:gc"
+            n = int(await r.zcard(gc))
+            count += n
+            if not n:
+                continue
+            ids: Any = await r.zrandmember(gc, min(sample, n))
+            for raw in ids or []:
+                pid = raw.decode("utf-8", "surrogateescape")
+                for key in (f"{base}:p:{pid}", f"{base}:t:{pid}"):
+                    used += int(await r.memory_usage(key) or 0)
+                sampled += 1
+    per = used / sampled if sampled else 0
+    return {"retained": count, "retained_bytes_estimate": int(per * count)}
