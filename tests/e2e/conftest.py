@@ -5,6 +5,7 @@ The session Redis (``redis_server``) and the per-test key ``prefix`` come from t
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Iterator[None]:
 def fleet(
     request: pytest.FixtureRequest, redis_url: str, prefix: str, tmp_path: Path
 ) -> Iterator[Fleet]:
-    f = Fleet(redis_url, prefix, tmp_path)
+    with fleet_of(request, redis_url, prefix, tmp_path) as f:
+        yield f
+
+
+@contextlib.contextmanager
+def fleet_of(request: pytest.FixtureRequest, url: str, prefix: str, tmp: Path) -> Iterator[Fleet]:
+    """A fleet on ``url``, killed at the end, its logs printed when the test failed."""
+    f = Fleet(url, prefix, tmp)
     try:
         yield f
     finally:

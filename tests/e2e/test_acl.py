@@ -18,6 +18,7 @@ from lb.broker.acl import setuser
 from lb.broker.errors import PermissionDenied
 from lb.sdk import Resonate
 
+from .conftest import fleet_of
 from .support import Fleet, run_cli, wait_for
 
 PREFIX = "acl"
@@ -44,14 +45,8 @@ def server(request: pytest.FixtureRequest) -> Iterator[EmbeddedRedis]:
 def workers(
     request: pytest.FixtureRequest, server: EmbeddedRedis, tmp_path: Path
 ) -> Iterator[Fleet]:
-    f = Fleet(_url(server, "lb-worker"), PREFIX, tmp_path)
-    try:
+    with fleet_of(request, _url(server, "lb-worker"), PREFIX, tmp_path) as f:
         yield f
-    finally:
-        f.stop_all()
-        rep = getattr(request.node, "rep_call", None)
-        if rep is not None and rep.failed:
-            print(f.dump())
 
 
 def test_worker_role_without_client_list_still_takes_over(

@@ -18,6 +18,7 @@ from lb.broker import EmbeddedRedis
 from lb.broker.errors import PromiseRejected, RedisOutOfMemory, UnsafeRedisConfig
 from lb.sdk import Resonate
 
+from .conftest import fleet_of
 from .support import Fleet, run_cli, wait_for
 
 
@@ -27,14 +28,10 @@ def fresh(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Fleet]:
     of workers on it."""
     marker = request.node.get_closest_marker("redis_args")
     server = EmbeddedRedis(extra=list(marker.args) if marker else []).start()
-    f = Fleet(server.url, "ops", tmp_path)
     try:
-        yield f
+        with fleet_of(request, server.url, "ops", tmp_path) as f:
+            yield f
     finally:
-        f.stop_all()
-        rep = getattr(request.node, "rep_call", None)
-        if rep is not None and rep.failed:
-            print(f.dump())
         server.cleanup()
 
 
