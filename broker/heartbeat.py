@@ -6,6 +6,12 @@ a false takeover. A heartbeat must also be honest: given ``progress`` (the monot
 worker's event loop last ticked), the thread renews nothing while the loop has not ticked for
 ``stall_after`` seconds (a blocking call inside ``async def`` holds it), so the tasks of a
 worker whose loop no longer progresses are taken over like those of a dead one.
+
+Cadence: every ``interval`` (ttl/5) while the worker holds tasks, every ``idle_interval``
+(half the live window: 1.5 ttl) while it holds none - an idle fleet's beats are most of its
+Redis cost, and an idle worker's beat only keeps it listed as live (for 3 ttl).
+:meth:`Heartbeat.nudge` (the worker took its first task) brings the next beat forward to
+``interval`` from now, so a held task is always renewed within ttl/5 of its delivery.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from lb.broker.scripts import script_source
 from lb.broker.settings import Settings
 
 # The liveness scanner's lease, taken and renewed by heartbeats (broker/liveness.py).
-SCAN_LEASE_MS = 600  # = broker/liveness.py LEASE_MS
+SCAN_LEASE_MS = 500  # = broker/liveness.py LEASE_MS
 
 __all__ = ["Heartbeat"]
 
@@ -48,12 +54,15 @@ class Heartbeat(threading.Thread):
         progress: Callable[[], float] | None = None,
         stall_after: float = float("inf"),
         on_stall: Callable[[float], None] | None = None,
+        idle_interval: float | None = None,
     ) -> None:
         super().__init__(name=f"lb-heartbeat-{pid}", daemon=True)
         self.settings = settings
         self.group = group
         self.pid = pid
         self.interval = interval
+        self.idle_interval = max(interval, idle_interval or interval)
+        self._wake = threading.Event()
         self.held = held
         self.on_lost = on_lost
         self.progress = progress
@@ -62,14 +71,16 @@ class Heartbeat(threading.Thread):
         self.stopping = threading.Event()
         self.client = redis.Redis.from_url(
             settings.url,
-            client_name=pid,
+            client_name=Keys.conn_name(settings.prefix, pid),
             socket_connect_timeout=settings.connect_timeout,
             socket_timeout=max(1.0, interval * 2),
             **settings.tls_kwargs(),
         )
         self.script = self.client.register_script(script_source("heartbeat"))
         self.beats = 0
-        self.scan_lease = False  # this worker holds the liveness scanner's lease (last beat)
+        # The liveness scanner's lease this worker held at its last beat: 1 the scanner's,
+        # 2 the standby's, 0 neither (broker/lua/lease.lua).
+        self.scan_role = 0
         self.on_silent: Callable[[], None] | None = None  # the scanner flagged silent work
 
     def beat(self) -> list[str]:
@@ -96,12 +107,27 @@ class Heartbeat(threading.Thread):
             ]
             res = self.script(keys=[Keys.stream(base, self.group)], args=args)
             if base == base0:
-                self.scan_lease = int(res[0]) == 1
+                self.scan_role = int(res[0])
             if int(res[1]) == 1 and self.on_silent is not None:
                 self.on_silent()
             lost += [x.decode() if isinstance(x, bytes) else str(x) for x in res[2:]]
         self.beats += 1
         return lost
+
+    def nudge(self) -> None:
+        """The worker now holds a task: beat within ``interval``, not ``idle_interval``."""
+        self._wake.set()
+
+    def _wait(self, seconds: float) -> None:
+        """Sleep ``seconds``, cut to ``interval`` from a nudge, ended by stop()."""
+        deadline = time.monotonic() + seconds
+        while not self.stopping.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            if self._wake.wait(left):
+                self._wake.clear()
+                deadline = min(deadline, time.monotonic() + self.interval)
 
     def run(self) -> None:
         while not self.stopping.is_set():
@@ -110,7 +136,7 @@ class Heartbeat(threading.Thread):
                 if stalled > self.stall_after:
                     if self.on_stall is not None:
                         self.on_stall(stalled)
-                    self.stopping.wait(self.interval)
+                    self._wait(self.interval)
                     continue
             try:
                 lost = self.beat()
@@ -120,10 +146,11 @@ class Heartbeat(threading.Thread):
                     self.on_lost([(tid, self.versions.get(tid, "")) for tid in lost])
             except (rexc.RedisError, OSError):
                 pass  # Redis down or restarting: try again next beat; takeovers are fenced.
-            self.stopping.wait(self.interval)
+            self._wait(self.interval if self.held() else self.idle_interval)
 
     def stop(self) -> None:
         self.stopping.set()
+        self._wake.set()
         if self.is_alive():
             self.join(timeout=5)
         self.client.close()

@@ -158,14 +158,33 @@ class Keys:
         return f"{base}:lease"
 
     @staticmethod
+    def sweep_wake(base: str) -> str:
+        """A one-token list: pushed when a new deadline becomes the shard's earliest, so the
+        sweeper, blocked on it until the deadline it knew, recomputes."""
+        return f"{base}:sweep-wake"
+
+    @staticmethod
     def silent(base: str, group: str) -> str:
         """Set by the scanner when work of ``group`` is silent past its holder's ttl."""
         return f"{base}:silent:{group}"
 
     @staticmethod
+    def conn_name(prefix: str, pid: str) -> str:
+        """The Redis connection name of worker ``pid`` (CLIENT SETNAME): scoped by the
+        prefix, so the same worker name under another prefix of the same Redis never
+        passes for this one's live connection."""
+        return f"{prefix}/{pid}"
+
+    @staticmethod
     def scan_lease(base: str) -> str:
         """The liveness scanner's lease (one scanner per Redis: on shard 0's base)."""
         return f"{base}:scan"
+
+    @staticmethod
+    def scan_standby(base: str) -> str:
+        """The scanner's standby lease: its holder checks the scanner's lease every scan
+        period and takes it the moment it lapses."""
+        return f"{base}:scan-standby"
 
     @staticmethod
     def groups(base: str) -> str:

@@ -14,8 +14,8 @@ Guarantees (each is one Lua script, so one atomic step and one round trip):
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import time
 from collections.abc import Iterable
 from typing import Any, cast
 
@@ -23,7 +23,7 @@ import redis.asyncio as aioredis
 import redis.exceptions as rexc
 
 from lb.broker.client import Broker, make_redis, translate_errors
-from lb.broker.errors import BadInput, PayloadTooLarge, PermissionDenied
+from lb.broker.errors import BadInput, PayloadTooLarge
 from lb.broker.keys import CONSUMER_GROUP, Keys, check_group
 from lb.broker.records import Claimed, Fence, Promise, parse_claims, parse_promise
 
@@ -53,7 +53,6 @@ class TaskQueue:
         self.blocking: aioredis.Redis = make_redis(broker.settings, 2, broker.client_name)
         self._cursors = dict.fromkeys(self.bases, "0-0")
         self._suspect: dict[str, tuple[float, float]] = {}  # consumer -> first, last seen gone
-        self.client_list_denied = False
 
     async def close(self) -> None:
         await self.blocking.aclose(close_connection_pool=True)
@@ -204,66 +203,6 @@ class TaskQueue:
             dead_ids += d
         return held, dead_ids
 
-    async def dead_consumers(self) -> list[str]:
-        """Consumers with pending entries whose Redis connections are all gone.
-
-        A consumer must be seen gone on calls at least ttl/10 apart (so a reconnect in
-        progress, e.g. after a Redis restart, is not taken for a death). Safe either way: a
-        wrong guess costs a takeover, never a double settle, because the old holder is fenced.
-        Consumers that hold nothing and are gone (or, without CLIENT LIST, silent for
-        PRUNE_IDLE_MS or 10 ttl) are deleted on the way, so the group's consumers stay
-        bounded by its live workers. A user who may not run CLIENT LIST gets the ttl path
-        only (one warning): silent holders are still taken over, after the ttl.
-        """
-        names: set[str] | None = None
-        if not self.client_list_denied:
-            try:
-                async with translate_errors():
-                    clients = await self.broker.redis.client_list()
-                names = {c.get("name", "") for c in clients}
-            except PermissionDenied:
-                self.client_list_denied = True
-                log.warning(
-                    "CLIENT LIST is not permitted to this Redis user: a dead worker's tasks "
-                    "are taken over after the ttl, not at once when its connection drops"
-                )
-        ttl_ms = self.broker.settings.ttl_ms
-        gone: set[str] = set()
-        async with translate_errors():
-            for base in self.bases:
-                stream = Keys.stream(base, self.group)
-                try:
-                    consumers = await self.broker.redis.xinfo_consumers(stream, CONSUMER_GROUP)
-                except rexc.ResponseError:
-                    continue
-                prune: list[str] = []
-                for c in consumers:
-                    name = _s(c.get("name", b""))
-                    if name == self.pid:
-                        continue
-                    pending, idle = int(c.get("pending", 0)), int(c.get("idle", 0))
-                    if pending > 0 and names is not None and name not in names:
-                        gone.add(name)
-                    elif pending == 0 and (
-                        (names is not None and name not in names)
-                        or idle > max(PRUNE_IDLE_MS, 10 * ttl_ms)
-                    ):
-                        prune.append(name)
-                if prune:
-                    await self.broker.script("prune", [stream], prune[:100])
-        # Seen gone on two calls at least half a takeover period (ttl/10) apart: passes may
-        # run back to back, and a worker reconnecting after a Redis restart must not be taken
-        # for dead; two periodic passes (ttl/5 apart, jittered) still confirm it.
-        # A sighting older than ttl/2 (a full worker skips passes) starts the count again.
-        now = time.monotonic()
-        ttl_s = ttl_ms / 1000.0
-        seen: dict[str, tuple[float, float]] = {}
-        for n in gone:
-            first, last = self._suspect.get(n, (now, now))
-            seen[n] = (first if now - last <= ttl_s / 2 else now, now)
-        self._suspect = seen
-        return sorted(n for n, (first, _) in seen.items() if now - first >= ttl_s / 10)
-
     async def requeue_own(self) -> list[str]:
         """At start: entries still pending under this worker's own name were held by a
         previous process of the same name (``--name``), which died. Hand them back as the
@@ -285,6 +224,16 @@ class TaskQueue:
         task was handed back); kept if it still holds entries."""
         for base in self.bases:
             await self.broker.script("prune", [Keys.stream(base, self.group)], [self.pid])
+
+    async def wait_sweep(self, seconds: float) -> None:
+        """Sleep until ``seconds`` pass or a new deadline becomes the earliest (the
+        sweep-wake list, BLPOP: an idle fleet's sweeper costs one call per wait, not ten a
+        second). On several shards (different hash slots) a plain sleep, at most 0.1 s."""
+        if len(self.bases) > 1 or seconds < 0.01:
+            await asyncio.sleep(min(seconds, 0.1))
+            return
+        async with translate_errors():
+            await self.blocking.blpop([Keys.sweep_wake(self.bases[0])], timeout=seconds)
 
     async def sweep(self, lease_ms: int, limit: int = 500) -> tuple[bool, int]:
         """Run the sweeper on every shard; returns (this worker holds a sweep lease, ms until

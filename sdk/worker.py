@@ -58,10 +58,8 @@ __all__ = ["Worker", "worker_name"]
 
 log = logging.getLogger("lb.worker")
 
-# Heartbeats run at least this often (every ttl/5 otherwise): they also take the liveness
-# scanner's lease when its holder died, so this bounds the scanner's hand-over (with the
-# lease's 0.6 s).
-HEARTBEAT_MAX_S = 0.5
+# The sweeper's longest wait between passes (new deadlines wake it earlier).
+SWEEP_IDLE_S = 1.0
 # An idle worker's blocking read returns this often (new work wakes it at once).
 READ_BLOCK_MS = 5000
 # How long a call for a function this worker does not have waits before its next delivery.
@@ -158,12 +156,13 @@ class Worker(RidesOutages, Health):
             self.settings,
             self.group,
             self.pid,
-            min(HEARTBEAT_MAX_S, self.settings.ttl_ms / 5000.0),  # it also takes the lease
+            self.settings.ttl_ms / 5000.0,
             self._held_snapshot,
             self._lost_from_thread,
             progress=lambda: self.watch.tick,
             stall_after=self.watch.stall_after,
             on_stall=self.watch.stalled,
+            idle_interval=self.settings.live_ms / 2000.0,  # two beats per live window
         )
         self.heartbeat.on_silent = self._silent_from_thread
         self.heartbeat.beat()
@@ -210,6 +209,15 @@ class Worker(RidesOutages, Health):
     def _held_snapshot(self) -> list[tuple[str, str, str]]:
         with self._held_lock:
             return list(self._held.values())
+
+    def _hold(self, c: Claimed) -> None:
+        """Record a held task for the heartbeat; the first one brings its next beat forward
+        (an idle worker beats only every 1.5 ttl)."""
+        with self._held_lock:
+            first = not self._held
+            self._held[c.task_id] = (c.base, c.task_id, c.version)
+        if first and self.heartbeat is not None:
+            self.heartbeat.nudge()
 
     @property
     def free(self) -> int:
@@ -263,12 +271,12 @@ class Worker(RidesOutages, Health):
             # holder scans every SCAN_PERIOD_S, the others make no call here at all.
             await asyncio.sleep(SCAN_PERIOD_S * random.uniform(0.9, 1.1))
             hb = self.heartbeat
-            if not (self.scanner.holds_lease or (hb is not None and hb.scan_lease)):
+            if not (self.scanner.role or (hb is not None and hb.scan_role)):
                 continue
             try:
                 found = await self.scanner.scan()
-                if hb is not None and not self.scanner.holds_lease:
-                    hb.scan_lease = False  # taken by another since the last beat
+                if hb is not None and not self.scanner.role:
+                    hb.scan_role = 0  # taken by others since the last beat
                 self.redis_ok_at = time.monotonic()  # outages are timed from this
                 for group, dead, quarantined in found:
                     self._emit("requeued", group=group, dead=dead)
@@ -304,16 +312,19 @@ class Worker(RidesOutages, Health):
     async def _sweep_loop(self) -> None:
         lease_ms = 2000
         while not self._stopping:
-            if not self.scanner.holds_lease:  # the scanner's lease holder sweeps too
+            if self.scanner.role != 1:  # the scanner's lease holder sweeps too
                 await asyncio.sleep(SCAN_PERIOD_S)
                 continue
             try:
                 holds, nxt = await self.queue.sweep(lease_ms)
                 self.redis_ok_at = time.monotonic()  # outages are timed from this
-                # The lease holder sleeps until the next deadline (at most 100 ms); others
-                # check back well within the lease (1 s: the fleet's cost stays small).
-                wait = 1.0 if not holds else 0.1 if nxt < 0 else min(0.1, max(0.005, nxt / 1e3))
-                await asyncio.sleep(wait * random.uniform(0.9, 1.1))
+                if not holds:  # check back well within the lease
+                    await asyncio.sleep(random.uniform(0.9, 1.1))
+                    continue
+                # The holder waits for the next deadline (at most SWEEP_IDLE_S: purges and
+                # the registry), woken at once by a new earlier one.
+                wait = SWEEP_IDLE_S if nxt < 0 else min(SWEEP_IDLE_S, max(0.0, nxt / 1e3))
+                await self.queue.wait_sweep(wait)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -324,8 +335,7 @@ class Worker(RidesOutages, Health):
         if c.suspect and not alone:
             # Its last worker died running it beside others: it runs alone (sdk/isolation).
             self.isolation.park(c)
-            with self._held_lock:
-                self._held[c.task_id] = (c.base, c.task_id, c.version)
+            self._hold(c)
             self._emit("isolated", id=c.task_id)
             return
         fence = c.fence(self.pid)
@@ -344,8 +354,7 @@ class Worker(RidesOutages, Health):
             return
         ex = Execution(c, fence, call, self, is_async_fn=fn.is_async)
         self.running[c.task_id] = ex
-        with self._held_lock:
-            self._held[c.task_id] = (c.base, c.task_id, c.version)
+        self._hold(c)
         ex.task = asyncio.get_running_loop().create_task(self._execute(ex, fn.is_async))
 
     async def _pass_on(self, c: Claimed, call: Call) -> None:

@@ -3,7 +3,8 @@
 -- ARGV[3] worker pid   ARGV[4] group   ARGV[5] worker info TTL in ms
 -- ARGV[6] the liveness scanner's lease ms ('' = do not try for it: not shard 0)
 -- ARGV[7..] pairs: task id, version
--- Returns {1 if this worker now holds the scanner's lease else 0, 1 if the scanner saw work
+-- Returns {1 if this worker now holds the scanner's lease, 2 if its standby lease (taken when
+-- free and the scanner's is held by another), else 0, 1 if the scanner saw work
 -- of this group silent past its holder's ttl (the key silent:<group>: a worker with free
 -- slots then runs a takeover pass) else 0, task ids this worker no longer holds (taken
 -- over, settled or canceled)...}. Trying for the lease here costs the
@@ -26,6 +27,12 @@ if ARGV[6] ~= '' then
   if not holder or holder == pid then
     redis.call('SET', key, pid, 'PX', ARGV[6])
     lease = 1
+  else
+    local sb = redis.call('GET', B .. ':scan-standby')
+    if not sb or sb == pid then
+      redis.call('SET', B .. ':scan-standby', pid, 'PX', ARGV[6])
+      lease = 2
+    end
   end
 end
 local lost = {lease, redis.call('EXISTS', B .. ':silent:' .. group)}

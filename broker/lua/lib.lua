@@ -21,9 +21,19 @@ local K_TIMEOUTS = B .. ':timeouts'
 local K_GC = B .. ':gc'
 local K_DELAYED = B .. ':delayed'
 local K_GROUPS = B .. ':groups'
+local K_WAKE = B .. ':sweep-wake'
 
 local FIELDS = {'id', 'state', 'param', 'ph', 'value', 'vh', 'tags', 'timeout_at',
                 'created_at', 'settled_at'}
+
+-- After adding ``member`` to a time index the sweeper serves (timeouts, delayed): if it is now
+-- the earliest, wake the sweeper (blocked on K_WAKE until the deadline it knew). One token at
+-- most, so the list stays bounded when no sweeper runs.
+local function wake_if_first(zkey, member)
+  if redis.call('ZRANGE', zkey, 0, 0)[1] == member and redis.call('LLEN', K_WAKE) == 0 then
+    redis.call('RPUSH', K_WAKE, '1')
+  end
+end
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -157,6 +167,7 @@ local function new_promise(id, param, ph, tags, timeout, group, timer, now, cap,
   if ret then redis.call('HSET', k_promise(id), 'ret', ret) end
   redis.call('ZADD', k_state('pending'), now, id)
   redis.call('ZADD', K_TIMEOUTS, timeout_at, id)
+  wake_if_first(K_TIMEOUTS, id)
   if tags ~= '' then
     for k, v in pairs(cjson.decode(tags)) do
       redis.call('ZADD', k_tag(k, tostring(v)), now, id)

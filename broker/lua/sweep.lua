@@ -2,7 +2,9 @@
 -- KEYS[1] the shard's sweep lease key   ARGV[1] base   ARGV[2] retention_ms
 -- ARGV[3] worker pid   ARGV[4] lease ms   ARGV[5] max items per call
 -- ARGV[6] worker registry horizon ms (entries older than this are dropped from w:<group>)
--- Returns {holds lease (1|0), timeouts settled, promises purged, next deadline ms or -1, now}.
+-- Returns {holds lease (1|0), timeouts settled, promises purged, next deadline (timeout or
+-- delayed task) ms or -1, now}. Between passes the holder blocks on the shard's sweep-wake list
+-- (lib.lua wake_if_first pushes to it when a new deadline is the earliest) until the next one.
 -- Guarantees: only the lease holder sweeps (others return at once); time is the Redis clock;
 -- timers resolve and other promises time out (rejected_timedout), waking their awaiters;
 -- delayed tasks due are delivered again; a purged promise leaves no key and no index entry.
@@ -39,7 +41,9 @@ end
 for _, g in ipairs(redis.call('SMEMBERS', K_GROUPS)) do
   redis.call('ZREMRANGEBYSCORE', B .. ':w:' .. g, '-inf', now - horizon)
 end
-local nxt = redis.call('ZRANGE', K_TIMEOUTS, 0, 0, 'WITHSCORES')
 local next_at = -1
-if #nxt > 0 then next_at = tonumber(nxt[2]) end
+for _, z in ipairs({K_TIMEOUTS, K_DELAYED}) do
+  local nxt = redis.call('ZRANGE', z, 0, 0, 'WITHSCORES')
+  if #nxt > 0 and (next_at < 0 or tonumber(nxt[2]) < next_at) then next_at = tonumber(nxt[2]) end
+end
 return {1, #due, #gone, next_at, now}

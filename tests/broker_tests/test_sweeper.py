@@ -116,3 +116,33 @@ def test_only_lease_holder_sweeps(redis_url: str, prefix: str) -> None:
             await shutdown(one, two, b)
 
     asyncio.run(scenario())
+
+
+def test_a_new_earliest_deadline_wakes_the_waiting_sweeper(redis_url: str, prefix: str) -> None:
+    """The sweeper waits on the sweep-wake list until the deadline it knew (an idle one for a
+    long while); a new promise whose deadline is now the earliest ends that wait at once, and
+    one that is not the earliest leaves it alone (and the list holds one token at most)."""
+
+    async def scenario() -> None:
+        b = make_broker(redis_url, prefix)
+        tq = TaskQueue(b, GROUP, "sweeper")
+        wake = Keys.sweep_wake(b.keys.base(0))
+        try:
+            await b.create("far", timeout_ms=3_600_000)
+            await tq.sweep(lease_ms=2000)
+            await b.redis.delete(wake)
+            waiting = asyncio.create_task(tq.wait_sweep(60.0))
+            await b.create("later", timeout_ms=7_200_000)  # not the earliest: no wake
+            await asyncio.sleep(0.3)
+            assert not waiting.done() and await b.redis.llen(wake) == 0
+            await b.create("soon", timeout_ms=200, timer=True)  # the earliest: wakes it
+            await asyncio.wait_for(waiting, 10)
+            for i in range(3):  # no sweeper waiting: still one token at most
+                await b.create(f"sooner{i}", timeout_ms=100 - i * 10, timer=True)
+            assert await b.redis.llen(wake) == 1
+            holds, nxt = await tq.sweep(lease_ms=2000)
+            assert holds and 0 <= nxt <= 200
+        finally:
+            await shutdown(tq, b)
+
+    asyncio.run(scenario())

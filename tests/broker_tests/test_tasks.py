@@ -312,12 +312,12 @@ def test_close_drops_every_connection(redis_url: str, prefix: str) -> None:
             async def names() -> list[str]:
                 return [c["name"] for c in await obs.redis.client_list()]
 
-            assert "wclose" in await names()
+            assert Keys.conn_name(prefix, "wclose") in await names()
             await tq.close()
             await b.close()
 
             async def gone() -> bool:
-                return "wclose" not in await names()
+                return Keys.conn_name(prefix, "wclose") not in await names()
 
             await eventually(gone, timeout=2.0, what="wclose connections closed by close()")
         finally:
