@@ -12,9 +12,7 @@ Every state change is one Lua script call (one round trip). Guarantees:
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import math
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -23,6 +21,7 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
 
+from lb.broker.arguments import create_args, timeout_ms_or
 from lb.broker.batching import Batcher
 from lb.broker.errors import (
     AuthenticationFailed,
@@ -133,7 +132,7 @@ def make_redis(
     """A client with a bounded pool: callers beyond ``max_connections`` wait, never fail."""
     pool = aioredis.BlockingConnectionPool.from_url(
         settings.url,
-        client_name=client_name,
+        client_name=Keys.conn_name(settings.prefix, client_name) if client_name else None,
         max_connections=max_connections,
         timeout=None,
         socket_connect_timeout=settings.connect_timeout,
@@ -316,31 +315,20 @@ class Broker:
         cap: int | None = None,
         retention_ms: int | None = None,
     ) -> Any:
-        if fence is None:
-            check_root_id(promise_id)
-        else:
-            check_id(promise_id)
-        if group is not None:
-            check_group(group)
-        if len(param) + len(param_headers) > self.settings.max_payload:
-            raise PayloadTooLarge(f"params are over the {self.settings.max_payload}-byte limit")
-        tags_json = _tags_json(tags)
-        # A step with no timeout of its own lives until its parent's deadline (the cap).
-        default = MAX_TIMEOUT_MS if cap is not None else self.settings.default_timeout_ms
-        timeout = _timeout_ms(timeout_ms, default)
-        args = [
+        args = create_args(
+            self.settings,
             promise_id,
             param,
             param_headers,
-            tags_json,
-            timeout,
-            group or "",
-            listener or "",
-            *(fence.args() if fence else NO_FENCE),
-            "1" if timer else "0",
-            "" if cap is None else cap,
-            "" if retention_ms is None else int(check_duration(retention_ms, 1, "retention")),
-        ]
+            tags,
+            timeout_ms,
+            group,
+            listener,
+            fence,
+            timer,
+            cap,
+            retention_ms,
+        )
         return await self.script("create", [self.keys.promise(promise_id)], args)
 
     async def create_many(
@@ -352,7 +340,7 @@ class Broker:
         value only. Results are in the order of ``items``.
         """
         check_group(group)
-        timeout = _timeout_ms(timeout_ms, self.settings.default_timeout_ms)
+        timeout = timeout_ms_or(timeout_ms, self.settings.default_timeout_ms)
         by_base: dict[str, list[int]] = {}
         for i, (pid, param) in enumerate(items):
             check_root_id(pid)
@@ -464,34 +452,3 @@ class Broker:
                 for s, n in zip(PROMISE_STATES, await pipe.execute(), strict=True):
                     counts[s] += int(n)
         return counts
-
-
-def _tags_json(tags: dict[str, str] | None) -> str:
-    if not tags:
-        return ""
-    for k, v in tags.items():
-        if not isinstance(k, str) or not isinstance(v, str):
-            raise BadInput("tags must map strings to strings")
-        if not k or len(k) > 128 or len(v) > 1024 or "=" in k:
-            raise BadInput(f"tag {k[:40]!r} is empty, too long, or contains '='")
-    return json.dumps(tags, separators=(",", ":"), sort_keys=True)
-
-
-MAX_TIMEOUT_MS = 100 * 365 * 86_400_000  # a century: far below Lua's exact-integer range
-
-
-def check_duration(value: object, unit_ms: float, what: str = "timeout") -> float:
-    """``value`` (in units of ``unit_ms`` milliseconds) if it is a real, finite number from 0
-    to a century; else :class:`BadInput`, so no NaN, infinity or bad deadline reaches a
-    script and no ``int()`` of one raises an untyped error. The one rule for durations."""
-    unit = "seconds" if unit_ms == 1000 else "milliseconds"
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise BadInput(f"{what} must be a number of {unit}, not {type(value).__name__}")
-    if not math.isfinite(value) or value < 0 or value * unit_ms > MAX_TIMEOUT_MS:
-        raise BadInput(f"{what} must be a finite number of {unit} from 0 to a century, not {value}")
-    return float(value)
-
-
-def _timeout_ms(value: object, default: int) -> int:
-    """A create's ``timeout_ms``: the default when None, else checked by :func:`check_duration`."""
-    return default if value is None else int(check_duration(value, 1))

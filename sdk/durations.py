@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from lb.broker.client import check_duration
+from lb.broker.arguments import check_duration
 from lb.broker.errors import BadInput
 
 __all__ = ["check_seconds", "seconds_to_ms"]

@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 from lb.broker.client import Broker
 from lb.broker.codec import decode, encode
+from lb.broker.direct import DirectCreator
 from lb.broker.embedded import EmbeddedRedis
 from lb.broker.errors import BadInput, LbError, PromiseRejected, WorkerDied
 from lb.broker.keys import check_root_id
@@ -117,7 +118,30 @@ class Options:
     def begin_rpc(
         self, promise_id: str, func: str | Callable[..., Any], *args: Any, **kwargs: Any
     ) -> Handle:
-        return self._r._io.call(self._begin(promise_id, func, args, kwargs, wait=False))[0]
+        """Invoke and return at once, the call durably stored. On the caller's own thread
+        (broker/direct.py) once the first call has checked the server; else on the I/O loop."""
+        direct = self._r._direct()
+        if direct is None:
+            return self._r._io.call(self._begin(promise_id, func, args, kwargs, wait=False))[0]
+        _, p = direct.create(
+            promise_id,
+            self._param(promise_id, func, args, kwargs),
+            group=self.group,
+            timeout_ms=None if self.timeout is None else seconds_to_ms(self.timeout),
+            retention_ms=self.retention_ms,
+        )
+        return Handle(self._r, promise_id, p)
+
+    def _param(
+        self,
+        promise_id: str,
+        func: str | Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> bytes:
+        check_root_id(promise_id)
+        name = func if isinstance(func, str) else getattr(func, "name", func.__name__)
+        return Call(name, list(args), kwargs, self.version).encode(self._r.settings.max_payload)
 
     def rpc(
         self, promise_id: str, func: str | Callable[..., Any], *args: Any, **kwargs: Any
@@ -187,9 +211,7 @@ class Options:
         wait: bool,
     ) -> tuple[Handle, asyncio.Future[Promise] | None]:
         r = self._r
-        check_root_id(promise_id)
-        name = func if isinstance(func, str) else getattr(func, "name", func.__name__)
-        param = Call(name, list(args), kwargs, self.version).encode(r.settings.max_payload)
+        param = self._param(promise_id, func, args, kwargs)
         timeout_ms = None if self.timeout is None else seconds_to_ms(self.timeout)
         fut = r._listener.expect(promise_id) if wait else None
         try:
@@ -245,6 +267,8 @@ class Resonate:
         self._stopped = threading.Event()
         self._closed = False
         self._death: BaseException | None = None
+        self._direct_creator: DirectCreator | None = None
+        self._direct_lock = threading.Lock()
 
     @classmethod
     def remote(
@@ -277,6 +301,20 @@ class Resonate:
         r = cls(Settings.from_url(server.url), group, None, concurrency, embedded=server, **kwargs)
         r.start()
         return r
+
+    def _direct(self) -> DirectCreator | None:
+        """The caller's-thread creator, once the broker has checked the server (the first
+        call goes by the I/O loop, which does); None on the I/O loop's own thread (a
+        blocking call there would stall it) and once stopped."""
+        if self._closed or not self._broker._server_checked:
+            return None
+        if threading.current_thread() is self._io.thread:
+            return None
+        if self._direct_creator is None:
+            with self._direct_lock:
+                if self._direct_creator is None and not self._closed:
+                    self._direct_creator = DirectCreator(self.settings)
+        return self._direct_creator
 
     # -- registration ---------------------------------------------------------------------
     def register(
@@ -400,6 +438,9 @@ class Resonate:
             self._bounded(worker.stop(), deadline)
         self._bounded(self._listener.close(), deadline)
         self._bounded(self._broker.close(), deadline)
+        with self._direct_lock:
+            if self._direct_creator is not None:
+                self._direct_creator.close()
         self._io.stop()
         if self._embedded is not None:
             self._embedded.cleanup()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from lb.broker.client import _timeout_ms
+from lb.broker.arguments import timeout_ms_or
 from lb.broker.codec import encode
 from lb.broker.errors import BadInput, BadTarget
 from lb.sdk.durations import check_seconds, seconds_to_ms
@@ -115,12 +115,12 @@ def test_bad_call_timeouts_are_bad_input(bad: object) -> None:
     with pytest.raises(BadInput):
         check_seconds(bad)
     with pytest.raises(BadInput):
-        _timeout_ms(bad, 0)
+        timeout_ms_or(bad, 0)
 
 
 def test_good_call_timeouts() -> None:
     assert check_seconds(None) is None and check_seconds(2) == 2.0
-    assert _timeout_ms(None, 7) == 7 and _timeout_ms(1500.7, 0) == 1500
+    assert timeout_ms_or(None, 7) == 7 and timeout_ms_or(1500.7, 0) == 1500
     assert seconds_to_ms(0.0001) == 1 and seconds_to_ms(0) == 0 and seconds_to_ms(2.5) == 2500
     with pytest.raises(BadInput):
-        _timeout_ms(10**15, 0)
+        timeout_ms_or(10**15, 0)

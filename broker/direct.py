@@ -1,0 +1,82 @@
+"""Creates from the caller's own thread: ``begin_rpc`` without a hop to the SDK's I/O loop.
+
+A synchronous caller (a web handler, a script) that invokes one call at a time paid for two
+thread switches and an event-loop turn per call on the I/O-loop path. Here the same
+``create.lua`` runs on the caller's thread through a synchronous redis-py client (hiredis
+parses the reply when installed) with its own bounded pool, thread-safe, callers beyond
+``max_connections`` waiting for a connection.
+
+Guarantees: the same script with the same checked arguments (``arguments.create_args``) as
+the I/O-loop path, so the same rules hold (an existing id attaches, nothing runs twice,
+typed errors: ``translate``); nothing is sent before the broker's first-contact check of the
+server (the eviction policy) has passed, which the caller arranges (see
+``Resonate._direct``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+import redis.exceptions as rexc
+
+from lb.broker.arguments import create_args
+from lb.broker.client import translate
+from lb.broker.errors import LbError
+from lb.broker.keys import Keys
+from lb.broker.records import Promise, parse_promise
+from lb.broker.scripts import script_source
+from lb.broker.settings import Settings
+
+__all__ = ["DirectCreator"]
+
+
+class DirectCreator:
+    """``create`` on the calling thread; ``close()`` drops its connections."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        pool = redis.BlockingConnectionPool.from_url(
+            settings.url,
+            max_connections=settings.max_connections,
+            timeout=None,
+            socket_connect_timeout=settings.connect_timeout,
+            socket_timeout=settings.socket_timeout,
+            health_check_interval=30,
+            **settings.tls_kwargs(),
+        )
+        self.redis = redis.Redis(connection_pool=pool)
+        self._script = self.redis.register_script(script_source("create"))
+        self.keys = Keys(settings.prefix, settings.shards)
+
+    def create(
+        self,
+        promise_id: str,
+        param: bytes,
+        *,
+        group: str | None = None,
+        timeout_ms: int | None = None,
+        retention_ms: int | None = None,
+    ) -> tuple[bool, Promise]:
+        """As :meth:`Broker.create` for a root call (no fence, no listener, no tags)."""
+        args = create_args(
+            self.settings,
+            promise_id,
+            param,
+            timeout_ms=timeout_ms,
+            group=group,
+            retention_ms=retention_ms,
+        )
+        key = self.keys.promise(promise_id)
+        base = key[: key.index("}") + 1]
+        try:
+            raw: Any = self._script(keys=[key], args=[base, self.settings.retention_ms, *args])
+        except LbError:
+            raise
+        except (rexc.RedisError, OSError) as exc:
+            raise translate(exc) from None
+        return bool(raw[0]), parse_promise(raw[1:])
+
+    def close(self) -> None:
+        self.redis.close()
+        self.redis.connection_pool.disconnect()
