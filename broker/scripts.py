@@ -41,12 +41,56 @@ BARE = frozenset({"lease", "heartbeat"})
 
 
 @cache
+@cache
 def script_source(name: str) -> str:
-    """The full text sent to Redis for script ``name``: lib.lua, then the script (BARE
-    scripts alone)."""
+    """The full text sent to Redis for script ``name``: the parts of lib.lua it uses (directly
+    or through other parts), then the script; BARE scripts alone. Every helper a script does
+    not use would still be created on each of its calls (a closure per ``local function``):
+    ~19 us of Redis time a call for the whole of lib.lua, cold."""
     lua = resources.files("lb.broker") / "lua"
     own = (lua / f"{name}.lua").read_text("utf-8")
-    return own if name in BARE else (lua / "lib.lua").read_text("utf-8") + "\n" + own
+    if name in BARE:
+        return own
+    return "".join(lib_parts_for(own, (lua / "lib.lua").read_text("utf-8"))) + "\n" + own
+
+
+_DEFINES = re.compile(r"^local\s+(?:function\s+)?([A-Za-z_][A-Za-z0-9_]*(?:\s*,\s*[A-Za-z_]\w*)*)")
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def lib_parts_for(script: str, lib: str) -> list[str]:
+    """The top-level definitions of ``lib`` (each starts at a column-0 ``local``, with the
+    comment lines before it) that ``script`` needs, in lib's order (a Lua local must be
+    defined before the code that uses it: lib's order already is such an order)."""
+    parts: list[tuple[list[str], str]] = []  # (names defined, text)
+    pending: list[str] = []
+    for line in lib.splitlines(keepends=True):
+        m = _DEFINES.match(line)
+        if m:
+            names = [n.strip() for n in m.group(1).split(",")]
+            parts.append((names, "".join(pending) + line))
+            pending = []
+        elif parts and not line.startswith("--") and line.strip():
+            names, text = parts[-1]
+            parts[-1] = (names, "".join([text, *pending, line]))
+            pending = []
+        else:
+            pending.append(line)
+    need = set(_WORD.findall(_code(script)))
+    keep = [False] * len(parts)
+    changed = True
+    while changed:  # to a fixed point: parts pull in the parts they use
+        changed = False
+        for i, (names, text) in enumerate(parts):
+            if not keep[i] and need.intersection(names):
+                keep[i] = changed = True
+                need.update(_WORD.findall(_code(text)))
+    return [text for (_, text), k in zip(parts, keep, strict=True) if k]
+
+
+def _code(text: str) -> str:
+    """Lua text without its ``--`` comments (names in comments pull in nothing)."""
+    return "\n".join(line.split("--", 1)[0] for line in text.splitlines())
 
 
 @cache

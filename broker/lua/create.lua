@@ -31,9 +31,8 @@ if state then
   table.insert(r, now)
   return r
 end
-new_promise(id, param, ph, tags, timeout, group, timer, now, cap, ret)
+local r = new_promise(id, param, ph, tags, timeout, group, timer, now, cap, ret)
 if cid ~= '' then redis.call('SADD', k_ls(id), cid) end
-local r = record(id)
 table.insert(r, 1, 1)
 table.insert(r, now)
 return r

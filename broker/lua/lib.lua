@@ -28,8 +28,12 @@ local FIELDS = {'id', 'state', 'param', 'ph', 'value', 'vh', 'tags', 'timeout_at
 
 -- After adding ``member`` to a time index the sweeper serves (timeouts, delayed): if it is now
 -- the earliest, wake the sweeper (blocked on K_WAKE until the deadline it knew). One token at
--- most, so the list stays bounded when no sweeper runs.
-local function wake_if_first(zkey, member)
+-- most, so the list stays bounded when no sweeper runs. A deadline ``due_in`` ms away beyond
+-- SWEEP_IDLE_MS is never needed sooner than the sweeper's own next pass: no check at all (the
+-- common create, with a default timeout of a day, pays nothing for this).
+local SWEEP_IDLE_MS = 1000  -- = sdk/worker.py SWEEP_IDLE_S
+local function wake_if_first(zkey, member, due_in)
+  if due_in > SWEEP_IDLE_MS then return end
   if redis.call('ZRANGE', zkey, 0, 0)[1] == member and redis.call('LLEN', K_WAKE) == 0 then
     redis.call('RPUSH', K_WAKE, '1')
   end
@@ -167,17 +171,19 @@ local function new_promise(id, param, ph, tags, timeout, group, timer, now, cap,
   if ret then redis.call('HSET', k_promise(id), 'ret', ret) end
   redis.call('ZADD', k_state('pending'), now, id)
   redis.call('ZADD', K_TIMEOUTS, timeout_at, id)
-  wake_if_first(K_TIMEOUTS, id)
+  wake_if_first(K_TIMEOUTS, id, timeout_at - now)
   if tags ~= '' then
     for k, v in pairs(cjson.decode(tags)) do
       redis.call('ZADD', k_tag(k, tostring(v)), now, id)
     end
   end
-  if group ~= '' then
+  if group ~= '' then  -- deliver(), with the task's first write folded in
+    ensure_group(group)
+    local eid = redis.call('XADD', k_stream(group), '*', 't', id)
     redis.call('HSET', k_task(id), 'state', 'pending', 'v', 0, 'pid', '', 'group', group,
-               'eid', '', 'strikes', 0, 'fails', 0, 'created_at', now)
-    deliver(id, group)
+               'eid', eid, 'strikes', 0, 'fails', 0, 'created_at', now)
   end
+  return {id, 'pending', param, ph, '', '', tags, timeout_at, now, 0}  -- as record(id) reads it
 end
 
 -- Move a task's entry to its group's dead-letter stream and reject its promise (error type

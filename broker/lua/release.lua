@@ -29,7 +29,7 @@ drop_entry(t[1], t[2])
 if delay > 0 then
   redis.call('HSET', tk, 'state', 'delayed', 'eid', '', 'pid', '')
   redis.call('ZADD', K_DELAYED, now_ms() + delay, tid)
-  wake_if_first(K_DELAYED, tid)
+  wake_if_first(K_DELAYED, tid, delay)
 else
   deliver(tid, t[1])
 end

@@ -55,7 +55,7 @@ for _, row in ipairs(rows) do
       drop_entry(group, eid)
       redis.call('HSET', tk, 'state', 'delayed', 'eid', '', 'pid', '', 'dead', dead)
       redis.call('ZADD', K_DELAYED, now + math.min(60000, ttl * 2 ^ (deaths - 2)), tid)
-      wake_if_first(K_DELAYED, tid)
+      wake_if_first(K_DELAYED, tid, math.min(60000, ttl * 2 ^ (deaths - 2)))
       delayed = delayed + 1
     else
       drop_entry(group, eid)
