@@ -40,6 +40,7 @@ from lb.broker.keys import PROMISE_STATES, Keys, check_group, check_id, check_ro
 from lb.broker.records import NO_FENCE, Fence, Promise, parse_promise
 from lb.broker.scripts import Scripts, command_at
 from lb.broker.settings import Settings
+from lb.broker.wire import connection_class
 
 __all__ = ["Broker", "translate_errors"]
 
@@ -130,6 +131,10 @@ def make_redis(
     settings: Settings, max_connections: int, client_name: str | None = None
 ) -> aioredis.Redis:
     """A client with a bounded pool: callers beyond ``max_connections`` wait, never fail."""
+    extra: dict[str, Any] = {}
+    packer = connection_class(settings.url)
+    if packer is not None:
+        extra["connection_class"] = packer
     pool = aioredis.BlockingConnectionPool.from_url(
         settings.url,
         client_name=Keys.conn_name(settings.prefix, client_name) if client_name else None,
@@ -139,6 +144,7 @@ def make_redis(
         socket_timeout=settings.socket_timeout,
         health_check_interval=30,
         **settings.tls_kwargs(),
+        **extra,
     )
     return aioredis.Redis(connection_pool=pool)
 

@@ -61,20 +61,33 @@ def decode(data: bytes, max_payload: int = 1 << 20, what: str = "payload") -> An
     return value
 
 
+_SCALARS = frozenset({type(None), bool, int, float, str, bytes})
+
+
 def _check_shape(value: Any) -> None:
-    """Refuse nesting past MAX_DEPTH, ext types (Timestamp included) and container map keys."""
+    """Refuse nesting past MAX_DEPTH, ext types (Timestamp included) and container map keys.
+    Scalars of the exact built-in types are never pushed on the stack (the common case: a
+    call's arguments and values are mostly flat), which keeps this cheap per call."""
+    if type(value) in _SCALARS:
+        return
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            raise BadInput(f"payload nests deeper than {MAX_DEPTH} levels")
-        if isinstance(item, msgpack.ExtType | msgpack.Timestamp):
+        if isinstance(item, msgpack.ExtType | msgpack.Timestamp):  # ExtType is a tuple: first
             raise BadInput("msgpack ext types (timestamps included) are not accepted")
         if isinstance(item, dict):
+            if item and depth + 1 > MAX_DEPTH:
+                raise BadInput(f"payload nests deeper than {MAX_DEPTH} levels")
             for k, v in item.items():
-                if isinstance(k, list | tuple | dict):
-                    raise BadInput("map keys must be scalars (str, bytes, int, float, bool, None)")
-                stack.append((k, depth + 1))
-                stack.append((v, depth + 1))
+                if type(k) not in _SCALARS:
+                    if isinstance(k, list | tuple | dict):
+                        raise BadInput(
+                            "map keys must be scalars (str, bytes, int, float, bool, None)"
+                        )
+                    stack.append((k, depth + 1))
+                if type(v) not in _SCALARS:
+                    stack.append((v, depth + 1))
         elif isinstance(item, list | tuple):
-            stack.extend((v, depth + 1) for v in item)
+            if item and depth + 1 > MAX_DEPTH:
+                raise BadInput(f"payload nests deeper than {MAX_DEPTH} levels")
+            stack.extend((v, depth + 1) for v in item if type(v) not in _SCALARS)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from lb.broker.errors import AlreadyRegistered, BadInput, UnknownFunction
@@ -28,7 +29,7 @@ class Function:
     version: int = 1
     retry: RetryPolicy = field(default_factory=Exponential)
 
-    @property
+    @cached_property
     def is_async(self) -> bool:
         return inspect.iscoroutinefunction(self.fn)
 

@@ -37,10 +37,8 @@ for i = 6, #ARGV, 2 do
       -- while the read was stalled): leave both alone.
       table.insert(out, {eid, 'skip'})
     else
-      -- A task requeued after its holder died names that holder (the claim row reports it).
-      local prev = redis.call('HGET', k_task(tid), 'dead')
-      if prev then redis.call('HDEL', k_task(tid), 'dead') end
-      table.insert(out, claim(tid, eid, pid, group, now, maxd, prev or ''))
+      -- A task requeued after its holder died names that holder (claim() reports it).
+      table.insert(out, claim(tid, eid, pid, group, now, maxd, nil))
     end
   end
 end

@@ -98,13 +98,17 @@ end
 -- resumed (callbacks), waiting clients notified (listeners).
 local function settle(id, state, value, vh, now)
   local pk = k_promise(id)
-  local cur = redis.call('HMGET', pk, 'state', 'created_at', 'tags')
+  local cur = redis.call('HMGET', pk, 'state', 'created_at', 'tags', 'ret')
   if not cur[1] then return false end
   if cur[1] ~= 'pending' then return cur[1] end
-  redis.call('HSET', pk, 'state', state, 'value', value, 'vh', vh, 'settled_at', now)
   -- A resolved call keeps its value, not its arguments (memory); a rejected one keeps both,
   -- for the post-mortem.
-  if state == 'resolved' then redis.call('HSET', pk, 'param', '', 'ph', '') end
+  if state == 'resolved' then
+    redis.call('HSET', pk, 'state', state, 'value', value, 'vh', vh, 'settled_at', now,
+               'param', '', 'ph', '')
+  else
+    redis.call('HSET', pk, 'state', state, 'value', value, 'vh', vh, 'settled_at', now)
+  end
   redis.call('ZREM', k_state('pending'), id)
   redis.call('ZADD', k_state(state), cur[2], id)
   redis.call('ZREM', K_TIMEOUTS, id)
@@ -118,22 +122,25 @@ local function settle(id, state, value, vh, now)
   -- retention. A root (or a step whose root is gone or settled) is retained from now on; a
   -- step of a pending root is parked in ch:<root> until the root settles.
   local root = string.match(id, '^([^:]*):')
+  local own_ret = tonumber(cur[4]) or RETENTION  -- retention_of(id), already read
   if root and redis.call('HGET', k_promise(root), 'state') == 'pending' then
     redis.call('SADD', k_children(root), id)
   else
-    retain(id, now, retention_of(root or id))
+    retain(id, now, root and retention_of(root) or own_ret)
   end
   if not root then
     local kids = redis.call('SMEMBERS', k_children(id))
     if #kids > 0 then
-      local ret = retention_of(id)
+      local ret = own_ret
       for _, kid in ipairs(kids) do retain(kid, now, ret) end
       redis.call('DEL', k_children(id))
     end
   end
   local cbs = redis.call('SMEMBERS', k_cb(id))
-  for _, tid in ipairs(cbs) do resume(tid) end
-  redis.call('DEL', k_cb(id))
+  if #cbs > 0 then
+    for _, tid in ipairs(cbs) do resume(tid) end
+    redis.call('DEL', k_cb(id))
+  end
   local ls = redis.call('SMEMBERS', k_ls(id))
   if #ls > 0 then
     local msg = cmsgpack.pack({id, state, value, vh, now})
@@ -207,26 +214,32 @@ end
 -- task so far that ended in nothing; suspect = '1' when its worker died running it beside
 -- other calls (requeue.lua): the claiming worker must run it alone.
 local function claim(tid, eid, pid, group, now, maxd, prev)
-  if lazy_timeout(tid, now) ~= 'pending' then
-    drop_entry(group, eid)
-    return {eid, 'skip'}
+  -- One read of the promise and one of the task, one write (this runs once per call).
+  local p = redis.call('HMGET', k_promise(tid), 'state', 'timeout_at', 'param', 'ph')
+  if p[1] ~= 'pending' or tonumber(p[2]) <= now then
+    if lazy_timeout(tid, now) ~= 'pending' then
+      drop_entry(group, eid)
+      return {eid, 'skip'}
+    end
   end
   local tk = k_task(tid)
-  local strikes = redis.call('HINCRBY', tk, 'strikes', 1)
+  local t = redis.call('HMGET', tk, 'strikes', 'lapses', 'v', 'suspect', 'dead')
+  local strikes = (tonumber(t[1]) or 0) + 1
   -- The delivery before this one ended in nothing (its holder died or stalled): a lapse, which
   -- ctx.attempt counts as a failed try of the function (a resume or a release is not one).
-  local lapses = redis.call('HINCRBY', tk, 'lapses', strikes > 1 and 1 or 0)
+  local lapses = (tonumber(t[2]) or 0) + (strikes > 1 and 1 or 0)
   if strikes > maxd then
+    redis.call('HSET', tk, 'strikes', strikes, 'lapses', lapses)
     dead_letter(tid, group, eid, (strikes - 1) .. ' deliveries in a row ended without a ' ..
                 'completion, suspension or release (the worker died or stalled each time)', now)
     return {eid, 'dead', tid}
   end
-  local v = redis.call('HINCRBY', tk, 'v', 1)
-  redis.call('HSET', tk, 'state', 'acquired', 'pid', pid)
-  redis.call('HDEL', tk, 'dead')
-  local p = redis.call('HMGET', k_promise(tid), 'param', 'ph', 'timeout_at')
-  local suspect = redis.call('HGET', tk, 'suspect') or '0'
-  return {eid, 'ok', tid, tostring(v), strikes, p[1], p[2], p[3], prev or '', lapses, suspect}
+  local v = (tonumber(t[3]) or 0) + 1
+  redis.call('HSET', tk, 'strikes', strikes, 'lapses', lapses, 'v', v, 'state', 'acquired',
+             'pid', pid)
+  if t[5] then redis.call('HDEL', tk, 'dead') end
+  if not prev or prev == '' then prev = t[5] or '' end  -- requeued: names its dead holder
+  return {eid, 'ok', tid, tostring(v), strikes, p[3], p[4], p[2], prev, lapses, t[4] or '0'}
 end
 
 -- Dead-letter an entry that names no task (garbage on the stream).
