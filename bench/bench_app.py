@@ -12,6 +12,10 @@ def echo(ctx: Context, x: Any) -> Any:
     return x
 
 
+async def aecho(ctx: Context, x: Any) -> Any:
+    return x
+
+
 def sleepy(ctx: Context, cost: float) -> dict[str, Any]:
     ctx.sleep(cost)
     return {"worker": ctx.worker, "attempts": ctx.attempt}
@@ -27,5 +31,6 @@ def burn(ctx: Context, seconds: float) -> dict[str, Any]:
 
 def register(resonate: Resonate) -> None:
     resonate.register(echo, retry=Never())
+    resonate.register(aecho, retry=Never())
     resonate.register(sleepy)
     resonate.register(burn, retry=Never())

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
+from typing import Any
 
 import redis
 
@@ -104,43 +105,93 @@ def wait_resolved(url: str, prefix: str, n: int, timeout: float = 300) -> float:
     return time.monotonic()
 
 
-def enqueue(r: Resonate, n: int, tag: str) -> float:
-    """Invoke ``echo`` n times (fire and forget) from this process; returns seconds taken."""
+def enqueue(r: Resonate, n: int, tag: str, func: str = "echo") -> float:
+    """Invoke ``func`` n times with the batch API (fire and forget); returns seconds taken."""
     opts = r.options(target="poll://any@bench")
 
     t0 = time.monotonic()
-    opts.begin_rpc_many("echo", [(f"{tag}-{i}", (i,)) for i in range(n)])
+    opts.begin_rpc_many(func, [(f"{tag}-{i}", (i,)) for i in range(n)])
     return time.monotonic() - t0
 
 
-def rates(url: str, n: int) -> dict[str, float]:
+def enqueue_one(r: Resonate, n: int, tag: str, func: str = "echo") -> float:
+    """Invoke ``func`` n times one at a time (sync ``begin_rpc`` in a loop, as a web handler or
+    a script does, and as every peer's harness sends); returns seconds taken."""
+    opts = r.options(target="poll://any@bench")
+    t0 = time.monotonic()
+    for i in range(n):
+        opts.begin_rpc(f"{tag}-{i}", func, i)
+    return time.monotonic() - t0
+
+
+def _proc_cpu(pids: list[int]) -> float:
+    """CPU seconds (user + system) of processes, from /proc (Linux)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def _redis_cpu(url: str) -> float:
+    r = redis.Redis.from_url(url)
+    try:
+        info: Any = r.info("cpu")
+        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+    finally:
+        r.close()
+
+
+def rates(url: str, n: int, concurrency: int = 8, func: str = "echo") -> dict[str, float]:
+    """One configuration (worker concurrency, ``echo`` a def or ``aecho`` an async def):
+    one-at-a-time enqueue, drain of that backlog by 2 fresh workers, end to end with a
+    one-at-a-time client (with CPU per invocation: client, workers, Redis), and the batch
+    API's enqueue and end to end."""
     out: dict[str, float] = {}
     prefix = "b" + uuid.uuid4().hex[:6]
     r = Resonate.remote(url, group="bench", prefix=prefix)
     try:
-        secs = enqueue(r, n, "q")
-        out["enqueue_per_s"] = n / secs
+        r.options(target="poll://any@bench").begin_rpc("warm", func, 0)  # connect, check
+        out["enqueue_one_per_s"] = n / enqueue_one(r, n, "q", func)
         t0 = time.monotonic()
-        procs = start_workers(url, prefix, 2, 128)
+        procs = start_workers(url, prefix, 2, concurrency)
         try:
-            t1 = wait_resolved(url, prefix, n)
+            t1 = wait_resolved(url, prefix, n + 1)
             out["drain_per_s"] = n / (t1 - t0)
         finally:
             stop(procs)
         out.update(memory(url, prefix, n))
     finally:
         r.stop()
-    prefix = "b" + uuid.uuid4().hex[:6]
-    procs = start_workers(url, prefix, 2, 128)
-    r = Resonate.remote(url, group="bench", prefix=prefix)
-    try:
-        t0 = time.monotonic()
-        enqueue(r, n, "e")
-        t1 = wait_resolved(url, prefix, n)
-        out["e2e_per_s"] = n / (t1 - t0)
-    finally:
-        r.stop()
-        stop(procs)
+    for mode in ("one", "batch"):
+        prefix = "b" + uuid.uuid4().hex[:6]
+        procs = start_workers(url, prefix, 2, concurrency)
+        r = Resonate.remote(url, group="bench", prefix=prefix)
+        try:
+            r.options(target="poll://any@bench").begin_rpc("warm", func, 0)
+            wait_resolved(url, prefix, 1)
+            pids = [p.pid for p in procs]
+            c0, w0, r0 = time.process_time(), _proc_cpu(pids), _redis_cpu(url)
+            t0 = time.monotonic()
+            secs = (enqueue_one if mode == "one" else enqueue)(r, n, "e", func)
+            t1 = wait_resolved(url, prefix, n + 1)
+            out[f"e2e_{mode}_per_s"] = n / (t1 - t0)
+            if mode == "batch":
+                out["enqueue_batch_per_s"] = n / secs
+            else:
+                out["cpu_client_us"] = (time.process_time() - c0) / n * 1e6
+                out["cpu_workers_us"] = (_proc_cpu(pids) - w0) / n * 1e6
+                out["cpu_redis_us"] = (_redis_cpu(url) - r0) / n * 1e6
+                out["cpu_total_us"] = out["cpu_client_us"] + out["cpu_workers_us"]
+                out["cpu_total_us"] += out["cpu_redis_us"]
+        finally:
+            r.stop()
+            stop(procs)
     return out
 
 
@@ -264,6 +315,8 @@ def main() -> None:
     ap.add_argument("--latency-count", type=int, default=500)
     ap.add_argument("--recovery-cost", type=float, default=30.0)
     ap.add_argument("--skip-recovery", action="store_true")
+    ap.add_argument("--concurrency", default="8,128", help="worker concurrencies (comma list)")
+    ap.add_argument("--funcs", default="echo,aecho", help="echo (a def), aecho (an async def)")
     ap.add_argument("--json")
     a = ap.parse_args()
     server = None
@@ -273,14 +326,27 @@ def main() -> None:
         url = server.url
     results: list[dict[str, float]] = []
     try:
+        configs = [(int(c), f) for c in a.concurrency.split(",") for f in a.funcs.split(",")]
         for _ in range(a.runs):
-            res = rates(url, a.size)
+            res: dict[str, float] = {}
+            for conc, func in configs:
+                tag = "" if (conc, func) == configs[0] else f"_c{conc}_{func}"
+                res.update({k + tag: v for k, v in rates(url, a.size, conc, func).items()})
+                redis.Redis.from_url(url).flushall()
             res.update(latency(url, a.latency_count))
             res["ceiling_per_s"] = asyncio.run(_ceiling(url, a.size))
+            res["load_avg_1m"] = os.getloadavg()[0]
             redis.Redis.from_url(url).flushall()
             results.append(res)
             print(json.dumps(res), file=sys.stderr)
-        med = {k: statistics.median(r[k] for r in results) for k in results[0]}
+        med: dict[str, Any] = {k: statistics.median(r[k] for r in results) for k in results[0]}
+        med.update(
+            {
+                f"{k}_spread": [min(r[k] for r in results), max(r[k] for r in results)]
+                for k in results[0]
+                if k.endswith("_per_s")
+            }
+        )
         if not a.skip_recovery:
             for label, ttl in (("default", 5.0), ("aggressive", 1.0)):
                 rec = recovery(url, a.recovery_cost, ttl)

@@ -38,9 +38,13 @@ def test_lb_bench_runs_tiny(redis_url: str, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     data = json.loads(out.read_text())
     for key in (
-        "enqueue_per_s",
+        "enqueue_one_per_s",
+        "enqueue_batch_per_s",
         "drain_per_s",
-        "e2e_per_s",
+        "e2e_one_per_s",
+        "e2e_batch_per_s",
+        "drain_per_s_c128_aecho",
+        "cpu_total_us",
         "lat_p50_ms",
         "lat_p99_ms",
         "ceiling_per_s",
