@@ -13,7 +13,8 @@ RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 FROM python:3.12-slim
 ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
-    LB_REDIS_URL=redis://redis:6379/0
+    LB_REDIS_URL=redis://redis:6379/0 \
+    LB_ALIVE_FILE=/tmp/lb-alive
 COPY --from=build /wheels /wheels
 RUN pip install --no-index --find-links=/wheels lb && rm -rf /wheels \
     && useradd --uid 10001 --create-home --shell /usr/sbin/nologin lb
@@ -21,6 +22,6 @@ USER lb
 WORKDIR /home/lb
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=15s --timeout=5s --start-period=10s --retries=3 \
-    CMD ["lb", "status", "--json"]
+    CMD ["lb", "alive", "--file", "/tmp/lb-alive"]
 ENTRYPOINT ["lb"]
 CMD ["worker", "--group", "workers"]

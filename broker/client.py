@@ -64,7 +64,10 @@ def translate(exc: BaseException) -> LbError:
                 f"the TLS handshake with Redis failed ({text[:200]}); check the rediss:// URL "
                 "and --tls-ca (the server's CA), --tls-cert/--tls-key (a client certificate)"
             )
-        return RedisUnavailable(f"Redis is unreachable ({exc}); start it or check --redis")
+        return RedisUnavailable(
+            f"Redis is unreachable ({exc}); start it, or check the Redis URL "
+            "(--redis, LB_REDIS_URL, or the url given to Resonate.remote)"
+        )
     if isinstance(exc, rexc.ResponseError):
         if "FENCED" in text:
             return Fenced(text[text.index("FENCED") :])

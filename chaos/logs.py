@@ -10,8 +10,8 @@ from chaos.cluster import LogLine
 
 __all__ = ["Event", "parse_events"]
 
-# "HH:MM:SS [worker] kind      k=v k=v ..."
-_LINE = re.compile(r"^\d\d:\d\d:\d\d \[(?P<worker>[^\]]+)\] (?P<kind>\S+)\s*(?P<rest>.*)$")
+# "HH:MM:SS.mmm LEVEL   worker kind      k=v k=v ..." (cli/logs.py TextFormatter)
+_LINE = re.compile(r"^\d\d:\d\d:\d\d\.\d{3} [A-Z]+\s+(?P<worker>\S+) (?P<kind>\S+)\s*(?P<rest>.*)$")
 _KV = re.compile(r"(\w+)=(\S+)")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import signal
 import sys
 import threading
@@ -19,6 +20,8 @@ from lb.broker.embedded import EmbeddedRedis
 from lb.broker.errors import BadInput, LbError, RedisUnavailable, UnknownFunction
 from lb.broker.keys import check_func_name, check_group, check_id, check_root_id
 from lb.broker.status import known_functions
+from lb.cli import logs
+from lb.cli.alive import keep_alive_file
 from lb.cli.common import (
     Seconds,
     app_loader,
@@ -36,6 +39,8 @@ from lb.sdk.target import parse_target
 from lb.version import __version__
 
 __all__ = ["cli", "main"]
+
+log = logging.getLogger("lb.cli")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "LB"})
@@ -62,34 +67,6 @@ def server(port: int, directory: str) -> None:
     srv.stop()
 
 
-def _event_printer(kind: str, data: dict[str, Any]) -> None:
-    if kind in (
-        "start",
-        "done",
-        "takeover",
-        "joined",
-        "lost",
-        "fenced",
-        "dead-letter",
-        "refused",
-        "passed-on",
-        "stalled",
-        "released",
-        "redis-down",
-        "redis-up",
-        "died",
-        "abandoned",
-        "requeued",
-        "isolated",
-        "retry",
-        "suspended",
-        "error",
-    ):
-        rest = " ".join(f"{k}={v}" for k, v in data.items() if k != "worker")
-        stamp = time.strftime("%H:%M:%S")
-        click.echo(f"{stamp} [{data.get('worker')}] {kind:<9} {rest}")
-
-
 @cli.command()
 @click.option("--group", default="workers", show_default=True, envvar="LB_GROUP")
 @click.option(
@@ -109,7 +86,29 @@ def _event_printer(kind: str, data: dict[str, Any]) -> None:
 )
 @click.option("--app", default="lb.demo.app:register", show_default=True, envvar="LB_APP")
 @click.option("--name", default=None, envvar="LB_NAME", help="Worker name (default host-pid-rand).")
-@click.option("--quiet", is_flag=True, envvar="LB_QUIET", help="No per-task lines.")
+@click.option("--quiet", is_flag=True, envvar="LB_QUIET", help="Same as --log-level warning.")
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+    envvar="LB_LOG_LEVEL",
+    help="info: a line per call started and done; warning: takeovers, losses, outages.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    envvar="LB_LOG_FORMAT",
+    help="json: one object per line (event, id, func, attempt, worker, duration_ms).",
+)
+@click.option(
+    "--alive-file",
+    default=None,
+    envvar="LB_ALIVE_FILE",
+    help="Write the time here every second while the worker lives (for `lb alive` probes).",
+)
 @retention_option
 @redis_option
 @prefix_option
@@ -121,6 +120,9 @@ def worker(
     app: str,
     name: str | None,
     quiet: bool,
+    log_level: str,
+    log_format: str,
+    alive_file: str | None,
     retention: float | None,
     redis_url: str | None,
     prefix: str,
@@ -132,14 +134,11 @@ def worker(
     settings = settings_from(
         redis_url, prefix, ttl_ms=int(ttl * 1000), retention_ms=retention_ms(retention)
     )
-    r = Resonate(
-        settings,
-        group,
-        pid=name,
-        concurrency=concurrency,
-        on_event=None if quiet else _event_printer,
-    )
+    logs.setup("warning" if quiet and log_level == "info" else log_level, log_format)
+    r = Resonate(settings, group, pid=name, concurrency=concurrency, on_event=logs.event_logger())
     setup(r)
+    if alive_file:
+        keep_alive_file(r, alive_file)  # live while it waits for Redis, too
     _start_patiently(r)
     r.serve()
 
@@ -154,13 +153,13 @@ def _start_patiently(r: Resonate) -> None:
             r.start()
         except RedisUnavailable as exc:
             if waited == 0.0:
-                click.echo(f"{time.strftime('%H:%M:%S')} waiting for Redis: {exc}", err=True)
+                log.warning("waiting for Redis: %s", exc)
             delay = min(5.0, 0.5 + waited / 4)
             time.sleep(delay)
             waited += delay
             continue
         if waited:
-            click.echo(f"{time.strftime('%H:%M:%S')} Redis answered after {waited:.0f} s")
+            log.warning("Redis answered after %.0f s", waited)
         return
 
 
@@ -182,7 +181,10 @@ def _start_patiently(r: Resonate) -> None:
 )
 @click.option("--id", "promise_id", default=None, envvar="LB_ID", help="Promise id (default uuid).")
 @click.option("--target", default="poll://any@workers", show_default=True, envvar="LB_TARGET")
-@click.option("--wait", is_flag=True, envvar="LB_WAIT", help="Wait and print the value.")
+@click.option(
+    "--wait", is_flag=True, envvar="LB_WAIT", help="Wait and print the value alone (JSON)."
+)
+@click.option("--json", "as_json", is_flag=True, help='One JSON object: {"id": ..., "value": ...}.')
 @click.option(
     "--timeout",
     type=Seconds(0.001),
@@ -201,12 +203,14 @@ def invoke(
     promise_id: str | None,
     target: str,
     wait: bool,
+    as_json: bool,
     timeout: float | None,
     retention: float | None,
     redis_url: str | None,
     prefix: str,
 ) -> None:
-    """Invoke a function durably on a group; prints the id (and the value with --wait)."""
+    """Invoke a function durably on a group; prints its id, or with --wait its value alone
+    (errors name the id), or with --json one JSON object."""
     import random
 
     group = parse_target(target)
@@ -231,9 +235,13 @@ def invoke(
     r = Resonate(settings, group)
     try:
         handle = r.options(target=target, retention=retention).begin_rpc(pid, func, *args)
-        click.echo(pid)
-        if wait:
-            click.echo(json.dumps(handle.result(timeout), default=repr))
+        if not wait:
+            click.echo(json.dumps({"id": pid}) if as_json else pid)
+            return
+        value = handle.result(timeout)
+        # The value alone on stdout (so `| jq` works); --json: one object with the id.
+        out = {"id": pid, "state": "resolved", "value": value} if as_json else value
+        click.echo(json.dumps(out, default=repr))
     finally:
         r.stop()
 
@@ -274,7 +282,18 @@ def get(promise_id: str, as_json: bool, redis_url: str | None, prefix: str) -> N
         click.echo(json.dumps(rec, default=repr))
         return
     for k, v in rec.items():
-        click.echo(f"{k:<11} {json.dumps(v, default=repr) if not isinstance(v, str) else v}")
+        if k.endswith("_at") and isinstance(v, int):  # Redis-clock ms: shown as times (UTC)
+            shown = _when(v)
+        else:
+            shown = v if isinstance(v, str) else json.dumps(v, default=repr)
+        click.echo(f"{k:<11} {shown}")
+
+
+def _when(ms: int) -> str:
+    if ms <= 0:
+        return "-"
+    t = time.gmtime(ms / 1000)
+    return time.strftime("%Y-%m-%d %H:%M:%S", t) + f".{ms % 1000:03d} UTC"
 
 
 def _settle_cmd(
@@ -312,13 +331,19 @@ for _state, _name, _help in (
 
 def main() -> None:
     from lb.cli.acl import acl
+    from lb.cli.alive import alive
     from lb.cli.demo import demo
     from lb.cli.status import status, top
 
     cli.add_command(acl)
+    cli.add_command(alive)
     cli.add_command(status)
     cli.add_command(top)
     cli.add_command(demo)
+    for command in cli.commands.values():  # every LB_* variable shows in --help
+        for param in command.params:
+            if isinstance(param, click.Option) and param.envvar:
+                param.show_envvar = True
     try:
         code = cli(standalone_mode=False)
     except click.exceptions.Abort:

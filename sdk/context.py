@@ -88,6 +88,7 @@ class Execution:
     counter: int = 0
     retries: int = 0  # function-level retries in this delivery
     is_async_fn: bool = False
+    began: float = field(default_factory=time.monotonic)  # for the done line's duration
     # Final step outcomes raised in this delivery (kept as objects: an id() could be reused).
     final: list[BaseException] = field(default_factory=list, repr=False)
     task: asyncio.Task[Any] | None = field(default=None, repr=False)

@@ -34,6 +34,11 @@ DEADLINE_SLACK_S = 0.005  # read a pending promise this long after its deadline
 MAX_TIMER_S = 7 * 86400.0  # no deadline timer beyond a week (the re-checks cover those)
 
 
+def _secs(seconds: float | None) -> str:
+    """``0.999 s``, not ``0.9986104260000275s``."""
+    return "no time" if seconds is None else f"{seconds:.3f}".rstrip("0").rstrip(".") + " s"
+
+
 class Listener:
     """Wakes coroutines waiting on promises; lives on the I/O loop."""
 
@@ -99,7 +104,7 @@ class Listener:
                 return p
             self.arm(fut, p)
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            return await self.until(promise_id, fut, left)
+            return await self.until(promise_id, fut, left, asked=timeout)
         finally:
             self.forget(promise_id, fut)
 
@@ -118,12 +123,19 @@ class Listener:
                 delay = min(1.0, delay * 2)
 
     async def until(
-        self, promise_id: str, fut: asyncio.Future[Promise], timeout: float | None
+        self,
+        promise_id: str,
+        fut: asyncio.Future[Promise],
+        timeout: float | None,
+        asked: float | None = None,
     ) -> Promise:
+        """Wait ``timeout`` s for ``fut``; the Timeout names ``asked`` (the caller's whole
+        timeout, of which ``timeout`` is what is left), else ``timeout``."""
         try:
             return await asyncio.wait_for(asyncio.shield(fut), timeout)
         except TimeoutError:
-            raise Timeout(f"promise {promise_id!r} not settled within {timeout}s") from None
+            shown = _secs(asked if asked is not None else timeout)
+            raise Timeout(f"promise {promise_id!r} not settled within {shown}") from None
 
     async def _loop(self) -> None:
         """The push path: BLPOP on this client's inboxes, nothing else."""

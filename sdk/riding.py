@@ -99,7 +99,14 @@ class RidesOutages:
                 await asyncio.sleep(backoff(time.monotonic() - since))
         self.outage.over()
         self.completed += 1
-        self._emit("done", id=ex.id, state=state, attempt=1 + ex.claimed.lapses + ex.retries)
+        self._emit(
+            "done",
+            id=ex.id,
+            func=ex.call.func,
+            state=state,
+            attempt=1 + ex.claimed.lapses + ex.retries,
+            duration_ms=round((time.monotonic() - ex.began) * 1000, 1),
+        )
 
 
 def redis_down(exc: BaseException) -> bool:

@@ -20,10 +20,8 @@ def parse_target(target: str) -> str:
     if "://" not in target:
         try:
             return check_group(target)
-        except BadInput:
-            raise BadTarget(
-                f"target {target[:60]!r} is not of the form poll://any@<group>"
-            ) from None
+        except BadInput as exc:  # a bare group name: say what a group name may be
+            raise BadTarget(f"{exc} (or give a target: poll://any@<group>)") from None
     scheme, rest = target.split("://", 1)
     if scheme != "poll":
         raise BadTarget(f"target scheme {scheme[:20]!r} is not supported; use poll://any@<group>")

@@ -124,8 +124,9 @@ class Worker(RidesOutages, Health):
             return
         data.setdefault("worker", self.pid)
         if self.on_event:
-            self.on_event(kind, data)
-        log.info("%s %s", kind, data)
+            self.on_event(kind, data)  # the receiver reports it (the CLI: one log line)
+        else:
+            log.info("%s %s", kind, data)
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -446,7 +447,8 @@ class Worker(RidesOutages, Health):
                     self._emit("suspended", id=ex.id, on=s.awaited)
                     return
                 except (Lost, asyncio.CancelledError):
-                    if not self._stopping:
+                    if not self._stopping and not ex.lost:  # _mark_lost told it already
+                        ex.lost = True
                         self._emit("lost", id=ex.id)
                     return
                 except Exception as exc:

@@ -28,12 +28,22 @@ def test_compose_has_redis_with_aof_and_five_worker_replicas() -> None:
 
 
 def test_k8s_worker_deployment() -> None:
-    """The k8s manifest is a non-root Deployment of 5 replicas with a liveness probe."""
+    """The k8s manifest is a non-root Deployment of 5 replicas; liveness asks the worker
+    process (``lb alive`` on the file its ``--alive-file`` writes, on a writable /tmp), never
+    Redis; readiness may ask Redis; a pinned tag pulled only when absent."""
     doc = yaml.safe_load((ROOT / "deploy/k8s/worker.yaml").read_text())
     assert doc["kind"] == "Deployment" and doc["spec"]["replicas"] == 5
     pod = doc["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
-    assert pod["containers"][0]["livenessProbe"]["exec"]["command"][:2] == ["lb", "status"]
+    c = pod["containers"][0]
+    live = c["livenessProbe"]["exec"]["command"]
+    assert live[:2] == ["lb", "alive"] and "status" not in live
+    path = live[live.index("--file") + 1]
+    assert c["args"][c["args"].index("--alive-file") + 1] == path
+    assert any(path.startswith(m["mountPath"]) for m in c["volumeMounts"])
+    assert {v["name"] for v in pod["volumes"]} >= {m["name"] for m in c["volumeMounts"]}
+    assert c["readinessProbe"]["exec"]["command"][:2] == ["lb", "status"]
+    assert not c["image"].endswith(":latest") and c["imagePullPolicy"] == "IfNotPresent"
 
 
 def test_dockerfile_final_stage_is_slim_non_root_with_healthcheck() -> None:
@@ -41,6 +51,8 @@ def test_dockerfile_final_stage_is_slim_non_root_with_healthcheck() -> None:
     text = (ROOT / "Dockerfile").read_text()
     final = text[text.rindex("\nFROM ") :]
     assert "USER lb" in final and "HEALTHCHECK" in final
+    health = final[final.index("HEALTHCHECK") :].split("\n")[1]
+    assert '"alive"' in health and '"status"' not in health  # the worker, not Redis
     for bad in ("gcc", "build-essential", "apt-get install"):
         assert bad not in final
     assert "--no-index" in final

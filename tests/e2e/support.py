@@ -22,7 +22,7 @@ from lb.cli.common import lb_argv
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 
-# Kinds printed by `lb worker` (cli.main._event_printer).
+# Kinds printed by `lb worker` (cli/logs.py: "HH:MM:SS.mmm LEVEL worker kind k=v ...").
 EVENT_KINDS = {
     "start", "done", "takeover", "joined", "lost", "fenced", "dead-letter", "refused", "passed-on",
     "released", "redis-down", "redis-up", "died", "abandoned", "requeued", "isolated", "retry",
@@ -73,14 +73,14 @@ class Event:
 
 def parse_event(name: str, line: str, at: float) -> Event | None:
     parts = line.split()
-    if len(parts) < 3 or parts[1] != f"[{name}]" or parts[2] not in EVENT_KINDS:
+    if len(parts) < 4 or parts[2] != name or parts[3] not in EVENT_KINDS:
         return None
     fields = {}
-    for tok in parts[3:]:
+    for tok in parts[4:]:
         k, sep, v = tok.partition("=")
         if sep and k not in fields:
             fields[k] = v
-    return Event(at, parts[2], fields, line)
+    return Event(at, parts[3], fields, line)
 
 
 @dataclass

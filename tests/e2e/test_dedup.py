@@ -23,7 +23,7 @@ def test_same_id_from_sdk_and_cli_runs_once(fleet: Fleet, client: Resonate, lb: 
 
     res = lb("invoke", "--id", "dup", "--func", "record", "--args", '["third"]', "--wait")
     assert res.code == 0, res
-    assert res.out.splitlines() == ["dup", '"first"'], res
+    assert res.out.splitlines() == ['"first"'], res
     assert client.rpc("dup", "record", "fourth") == "first"
 
     runs = fleet.journal_lines("record", "dup")

