@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -30,6 +31,16 @@ class IoLoop:
         asyncio.set_event_loop(self.loop)
         self.loop.call_soon(self._ready.set)
         self.loop.run_forever()
+        # Whatever is still pending (a wait interrupted by Ctrl-C, a listener's read) is
+        # cancelled and run to its end, so closing never leaves "Task was destroyed but it is
+        # pending!" behind; bounded: a task that ignores cancellation is left to the GC.
+        pending = [t for t in asyncio.all_tasks(self.loop) if not t.done()]
+        for t in pending:
+            t.cancel()
+        if pending:
+            gather = asyncio.gather(*pending, return_exceptions=True)
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError, RuntimeError):
+                self.loop.run_until_complete(asyncio.wait_for(gather, 2.0))
         self.loop.close()
 
     def in_loop(self) -> bool:
@@ -45,8 +56,8 @@ class IoLoop:
         fut = self.submit(coro)
         try:
             return fut.result(timeout)
-        except concurrent.futures.TimeoutError:
-            fut.cancel()
+        except (concurrent.futures.TimeoutError, KeyboardInterrupt):
+            fut.cancel()  # Ctrl-C in a blocking call: the coroutine on the loop ends too
             raise
 
     async def wrap(self, coro: Coroutine[Any, Any, T]) -> T:

@@ -16,6 +16,7 @@ from typing import Any
 
 import redis
 
+from lb.broker import Keys
 from lb.broker.embedded import EmbeddedRedis, free_port
 from lb.cli.common import lb_argv
 from tests.conftest import wait_until
@@ -238,3 +239,25 @@ def test_liveness_is_the_worker_not_redis(tmp_path: Path) -> None:
         worker.wait(timeout=20)
         server.cleanup()
     assert _alive(tmp_path / "missing").returncode == 1
+
+
+def test_ctrl_c_in_invoke_wait_exits_cleanly(redis_url: str, prefix: str) -> None:
+    """Ctrl-C while ``lb invoke --wait`` waits: exit 130, no traceback, no asyncio noise
+    ("Task was destroyed but it is pending!"); the call itself stays stored."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LB_")}
+    env.update(LB_REDIS_URL=redis_url, LB_PREFIX=prefix)
+    proc = subprocess.Popen(
+        [*lb_argv(), "invoke", "--func", "echo", "--args", "[1]", "--id", "cc", "--target",
+         "nobody", "--wait"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    r = redis.Redis.from_url(redis_url)
+    try:
+        wait_until(lambda: r.exists(Keys(prefix).promise("cc")), timeout=20)
+    finally:
+        r.close()
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, (proc.returncode, err)
+    assert b"Traceback" not in err and b"destroyed" not in err, err
