@@ -88,6 +88,7 @@ def translate(exc: BaseException) -> LbError:
             isinstance(exc, rexc.NoPermissionError)
             or "NOPERM" in text[:300]
             or "can't run this command" in text[:300]
+            or "no permissions to run" in text[:300]  # Valkey: "ACL failure in script: ..."
         ):
             where = command_at(text)
             named = re.search(r"run the '([\w|]+)' command", text)
