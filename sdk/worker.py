@@ -23,7 +23,6 @@ import os
 import random
 import socket
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -39,7 +38,7 @@ from lb.broker.errors import (
     UnknownFunction,
 )
 from lb.broker.heartbeat import Heartbeat
-from lb.broker.liveness import SCAN_PERIOD_S, Scanner
+from lb.broker.liveness import Scanner
 from lb.broker.records import Claimed
 from lb.broker.settings import Settings
 from lb.broker.tasks import TaskQueue
@@ -53,13 +52,12 @@ from lb.sdk.outage import OutageLog
 from lb.sdk.registry import Registry
 from lb.sdk.riding import RidesOutages, redis_down
 from lb.sdk.threads import DaemonPool
+from lb.sdk.upkeep import Upkeep
 
 __all__ = ["Worker", "worker_name"]
 
 log = logging.getLogger("lb.worker")
 
-# The sweeper's longest wait between passes (new deadlines wake it earlier).
-SWEEP_IDLE_S = 1.0
 # An idle worker's blocking read returns this often (new work wakes it at once).
 READ_BLOCK_MS = 5000
 # How long a call for a function this worker does not have waits before its next delivery.
@@ -72,7 +70,7 @@ def worker_name() -> str:
     return f"{socket.gethostname()[:20]}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
 
 
-class Worker(RidesOutages, Health):
+class Worker(RidesOutages, Health, Upkeep):
     def __init__(
         self,
         settings: Settings,
@@ -265,29 +263,6 @@ class Worker(RidesOutages, Health):
     def _emit_takeover(self, c: Claimed) -> None:
         self._emit("takeover", id=c.task_id, previous=c.previous_holder, attempt=1 + c.lapses)
 
-    async def _scan_loop(self) -> None:
-        """The liveness scanner (broker/liveness.py): only the lease holder scans."""
-        while not self._stopping:
-            # The heartbeat takes the lease when it is free (no extra call per worker); the
-            # holder scans every SCAN_PERIOD_S, the others make no call here at all.
-            await asyncio.sleep(SCAN_PERIOD_S * random.uniform(0.9, 1.1))
-            hb = self.heartbeat
-            if not (self.scanner.role or (hb is not None and hb.scan_role)):
-                continue
-            try:
-                found = await self.scanner.scan()
-                if hb is not None and not self.scanner.role:
-                    hb.scan_role = 0  # taken by others since the last beat
-                self.redis_ok_at = time.monotonic()  # outages are timed from this
-                for group, dead, quarantined in found:
-                    self._emit("requeued", group=group, dead=dead)
-                    for tid in quarantined:
-                        self._emit("dead-letter", id=tid, reason="quarantined")
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                await self._guard("scan", exc)
-
     def _silent_from_thread(self) -> None:
         self.io.loop.call_soon_threadsafe(self._on_silent)
 
@@ -309,27 +284,6 @@ class Worker(RidesOutages, Health):
             self._begin(c)
         self._run_alone()
         return len(held)
-
-    async def _sweep_loop(self) -> None:
-        lease_ms = 2000
-        while not self._stopping:
-            if self.scanner.role != 1:  # the scanner's lease holder sweeps too
-                await asyncio.sleep(SCAN_PERIOD_S)
-                continue
-            try:
-                holds, nxt = await self.queue.sweep(lease_ms)
-                self.redis_ok_at = time.monotonic()  # outages are timed from this
-                if not holds:  # check back well within the lease
-                    await asyncio.sleep(random.uniform(0.9, 1.1))
-                    continue
-                # The holder waits for the next deadline (at most SWEEP_IDLE_S: purges and
-                # the registry), woken at once by a new earlier one.
-                wait = SWEEP_IDLE_S if nxt < 0 else min(SWEEP_IDLE_S, max(0.0, nxt / 1e3))
-                await self.queue.wait_sweep(wait)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                await self._guard("sweep", exc)
 
     # -- execution ------------------------------------------------------------------------
     def _begin(self, c: Claimed, alone: bool = False) -> None:

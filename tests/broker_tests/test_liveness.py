@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import redis
+import redis.asyncio as aioredis
 from broker_helpers import GROUP, claim_one, make_broker, shutdown, task_hash
 
 from lb.broker import Broker, Fenced, Keys, Settings, TaskQueue
@@ -79,6 +80,34 @@ def test_a_namesake_under_another_prefix_does_not_hide_a_death(redis_url: str, p
     asyncio.run(scenario())
 
 
+def test_an_older_worker_with_a_bare_connection_name_counts_as_live(
+    redis_url: str, prefix: str
+) -> None:
+    """During a rolling upgrade, workers from before prefixed connection names are still
+    running: one whose connection is named plainly "A" must keep its work."""
+
+    async def scenario() -> None:
+        b = make_broker(redis_url, prefix)
+        holder = make_broker(redis_url, prefix, client_name="A")
+        a = TaskQueue(holder, GROUP, "A")
+        old = aioredis.Redis.from_url(redis_url, client_name="A")  # the old worker's name
+        scanner = Scanner(b, "S")
+        try:
+            await b.create("job", group=GROUP)
+            await claim_one(a)
+            await old.ping()
+            await shutdown(a, holder)  # only the bare-named connection is left
+            for _ in range(6):
+                assert await scanner.scan() == []
+                await asyncio.sleep(CONFIRM_S)
+            assert (await task_hash(b, "job"))["pid"] == "A"
+        finally:
+            await old.aclose()
+            await shutdown(b)
+
+    asyncio.run(scenario())
+
+
 def test_a_live_consumer_is_never_requeued(redis_url: str, prefix: str) -> None:
     async def scenario() -> None:
         b = make_broker(redis_url, prefix)
@@ -120,6 +149,23 @@ async def _past_restart_grace(b: Broker) -> None:
         await asyncio.sleep(RESTART_GRACE_S - up + 1)
 
 
+async def _scanner_holding_a_task(
+    redis_url: str, prefix: str
+) -> tuple[Broker, Broker, TaskQueue, Scanner]:
+    """Worker A is the scanner and holds task "job"; S (on the first broker) is its standby.
+    Returns (S's broker, A's broker, A's queue, S's scanner), both scanners having scanned."""
+    b = make_broker(redis_url, prefix)
+    holder = make_broker(redis_url, prefix, client_name="A")
+    a = TaskQueue(holder, GROUP, "A")
+    scanner, standby = Scanner(holder, "A"), Scanner(b, "S")
+    await _past_restart_grace(b)
+    await b.create("job", group=GROUP)
+    await claim_one(a)
+    assert await scanner.scan() == [] and scanner.role == 1
+    assert await standby.scan() == [] and standby.role == 2
+    return b, holder, a, standby
+
+
 def test_the_standby_hands_a_dead_scanners_work_back_on_taking_its_lease(
     redis_url: str, prefix: str
 ) -> None:
@@ -128,16 +174,8 @@ def test_the_standby_hands_a_dead_scanners_work_back_on_taking_its_lease(
     lease plus the missing connection are the two sightings."""
 
     async def scenario() -> None:
-        b = make_broker(redis_url, prefix)
-        dying = make_broker(redis_url, prefix, client_name="A")
-        a = TaskQueue(dying, GROUP, "A")
-        scanner, standby = Scanner(dying, "A"), Scanner(b, "S")
+        b, dying, a, standby = await _scanner_holding_a_task(redis_url, prefix)
         try:
-            await _past_restart_grace(b)
-            await b.create("job", group=GROUP)
-            await claim_one(a)
-            assert await scanner.scan() == [] and scanner.role == 1
-            assert await standby.scan() == [] and standby.role == 2
             await shutdown(a, dying)  # the scanner dies
             t0 = time.monotonic()
             while True:
@@ -160,16 +198,8 @@ def test_a_new_scanner_still_confirms_a_live_holders_silence(redis_url: str, pre
     connection stays open (a long pause) hands nothing back."""
 
     async def scenario() -> None:
-        b = make_broker(redis_url, prefix)
-        paused = make_broker(redis_url, prefix, client_name="A")
-        a = TaskQueue(paused, GROUP, "A")
-        scanner, standby = Scanner(paused, "A"), Scanner(b, "S")
+        b, paused, a, standby = await _scanner_holding_a_task(redis_url, prefix)
         try:
-            await _past_restart_grace(b)
-            await b.create("job", group=GROUP)
-            await claim_one(a)
-            await scanner.scan()
-            await standby.scan()
             await asyncio.sleep(LEASE_MS / 1000 + 0.1)  # A stops renewing; connected still
             await paused.redis.ping()
             for _ in range(4):

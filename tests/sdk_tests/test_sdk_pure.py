@@ -124,3 +124,18 @@ def test_good_call_timeouts() -> None:
     assert seconds_to_ms(0.0001) == 1 and seconds_to_ms(0) == 0 and seconds_to_ms(2.5) == 2500
     with pytest.raises(BadInput):
         timeout_ms_or(10**15, 0)
+
+
+def test_constants_spelled_in_two_languages_agree() -> None:
+    """Lua cannot import Python: the few figures both sides rely on must match."""
+    import re
+
+    from lb.broker.heartbeat import SCAN_LEASE_MS
+    from lb.broker.liveness import LEASE_MS
+    from lb.broker.scripts import script_source
+    from lb.sdk.upkeep import SWEEP_IDLE_S
+
+    lib = script_source("create")
+    found = re.search(r"local SWEEP_IDLE_MS = (\d+)", lib)
+    assert found and int(found.group(1)) == round(SWEEP_IDLE_S * 1000)
+    assert SCAN_LEASE_MS == LEASE_MS
