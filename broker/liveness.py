@@ -176,14 +176,19 @@ class Scanner:
 
     async def _connected(self) -> set[str] | None:
         """The workers of this prefix with a connection to this Redis (by connection name,
-        broker/keys.py conn_name); None without CLIENT LIST."""
+        broker/keys.py conn_name; names with no prefix too, as older workers set them);
+        None without CLIENT LIST."""
         try:
             if self.denied:
                 raise PermissionDenied("CLIENT LIST")
             async with translate_errors():
                 clients = await self.broker.redis.client_list()
             mine = Keys.conn_name(self.broker.settings.prefix, "")
-            return {n[len(mine) :] for c in clients if (n := c.get("name", "")).startswith(mine)}
+            names = {c.get("name", "") for c in clients}
+            # Workers from before prefixed names (a rolling upgrade) still count as connected
+            # under their bare name: never requeue a live old worker's work.
+            return {n[len(mine) :] if n.startswith(mine) else n for n in names if "/" not in n
+                    or n.startswith(mine)}  # fmt: skip
         except PermissionDenied:
             if not self.denied:
                 log.warning(

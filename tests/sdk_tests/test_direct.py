@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 import threading
+from pathlib import Path
 
 import pytest
 import redis
@@ -111,3 +112,19 @@ def test_no_direct_call_before_the_server_check(own_redis: EmbeddedRedis) -> Non
             assert r._direct() is None
     finally:
         r.stop()
+
+
+def test_both_paths_over_a_unix_socket(tmp_path: Path) -> None:
+    """``unix://`` URLs get their own connection class (hiredis packing, broker/wire.py) on the
+    I/O loop path and a plain one on the direct path: both store and read calls."""
+    sock = tmp_path / "r.sock"
+    with EmbeddedRedis(extra=["--unixsocket", str(sock), "--unixsocketperm", "700"]):
+        r = Resonate(Settings.from_url(f"unix://{sock}"), "g")
+        try:
+            o = r.options(target="poll://any@g")
+            o.begin_rpc("u1", "f", 1)  # the I/O loop's path (the first call checks the server)
+            assert r._direct() is not None
+            o.begin_rpc("u2", "f", 2)  # the caller's thread
+            assert r.promise("u1").state == r.promise("u2").state == "pending"
+        finally:
+            r.stop()
