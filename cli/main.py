@@ -55,11 +55,11 @@ def cli() -> None:
 @handle_errors
 def server(port: int, directory: str) -> None:
     """Run the embedded Redis in the foreground (AOF on) until Ctrl-C."""
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # before the start: a stop is never lost
+        signal.signal(sig, lambda *_: done.set())
     srv = EmbeddedRedis(port=port, directory=directory).start()
     click.echo(f"lb server: redis {srv.version()} on {srv.url} (data in {directory}, AOF on)")
-    done = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: done.set())
     while not done.wait(0.5):
         if srv.proc is None or srv.proc.poll() is not None:
             click.echo(f"error: redis-server exited: {srv.log_tail()}", err=True)
