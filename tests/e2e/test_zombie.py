@@ -51,6 +51,8 @@ def test_sigstopped_zombie_is_fenced_and_the_new_holder_settles_once(
     assert not zombie.events("done", "z1"), zombie.text()
     assert zombie.alive(), "the zombie should survive being fenced"
 
+    # The client may be woken before the worker has logged its done line: wait for it.
+    wait_for(lambda: fleet.events("done", "z1"), 30, lambda: "no done line\n" + fleet.dump())
     dones = fleet.events("done", "z1")
     assert [n for n, _ in dones] == ["healthy"], dones
     p = client.promise("z1")
