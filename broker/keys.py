@@ -211,5 +211,16 @@ class Keys:
         return f"{base}:stats:{group}"
 
     @staticmethod
+    def counts(base: str) -> str:
+        """Calls (promises with a task) by state: state -> count (lib.lua K_COUNTS)."""
+        return f"{base}:n"
+
+    @staticmethod
+    def takeovers(base: str, group: str) -> str:
+        """The group's last takeovers, newest first: msgpack [at ms, task id, from, to,
+        cause ('gone': its connection was; 'lapsed': silent past its ttl)]."""
+        return f"{base}:tk:{group}"
+
+    @staticmethod
     def worker_info(base: str, worker: str) -> str:
         return f"{base}:wi:{worker}"

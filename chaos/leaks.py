@@ -16,12 +16,40 @@ from lb.broker.keys import CONSUMER_GROUP, Keys
 
 __all__ = ["check_leaks"]
 
-PERMANENT = ("q", "dlq", "groups", "w", "timeouts", "gc", "ix", "delayed")
+PERMANENT = ("q", "dlq", "groups", "w", "timeouts", "gc", "ix", "delayed", "n")
 WITH_PROMISE = ("p", "t", "cb", "ls", "ch")
 
 
 def _s(b: Any) -> str:
     return b.decode("utf-8", "replace") if isinstance(b, bytes) else str(b)
+
+
+# The call counters and the calls they count, read in one atomic step: the sweeper purges
+# settled calls while the check runs (short retention), so two separate reads could disagree.
+_COUNT_CALLS = """
+local base, cursor, actual = ARGV[1], '0', {}
+repeat
+  local r = redis.call('SCAN', cursor, 'MATCH', base .. ':t:*', 'COUNT', 1000)
+  cursor = r[1]
+  for _, key in ipairs(r[2]) do
+    local st = redis.call('HGET', base .. ':p:' .. string.sub(key, #base + 4), 'state')
+    if st then actual[st] = (actual[st] or 0) + 1 end
+  end
+until cursor == '0'
+local flat = {}
+for k, v in pairs(actual) do table.insert(flat, k); table.insert(flat, v) end
+return {redis.call('HGETALL', base .. ':n'), flat}
+"""
+
+
+def _call_counts(cl: Any, base: str) -> tuple[dict[str, int], dict[str, int]]:
+    counted_raw, actual_raw = cl.eval(_COUNT_CALLS, 0, base)
+
+    def pairs(flat: list[Any]) -> dict[str, int]:
+        it = iter(flat)
+        return {_s(k): int(v) for k, v in zip(it, it, strict=True) if int(v)}
+
+    return pairs(counted_raw), pairs(actual_raw)
 
 
 def check_leaks(url: str, prefix: str, group: str = "chaos") -> dict[str, Any]:
@@ -61,6 +89,7 @@ def check_leaks(url: str, prefix: str, group: str = "chaos") -> dict[str, Any]:
                     continue
             no_expiry.append(k[:120])
         dlq = int(cl.xlen(Keys.dead_letters(base, group)))
+        counted, calls = _call_counts(cl, base)
         pend_ix = Keys.state_index(base, "pending")
         still = [_s(x) for x in cl.zrange(pend_ix, 0, 4)]
         return {
@@ -75,7 +104,9 @@ def check_leaks(url: str, prefix: str, group: str = "chaos") -> dict[str, Any]:
             "pending_after_drain": int(cl.zcard(pend_ix)),
             "pending_examples": still,
             "dead_letters": dlq,
-            "leaks": xlen + pending + len(outside) + len(no_expiry),
+            "calls_counted": counted,
+            "calls_actual": calls,
+            "leaks": xlen + pending + len(outside) + len(no_expiry) + int(counted != calls),
         }
     finally:
         cl.close()

@@ -131,6 +131,19 @@ def render(res: dict[str, Any]) -> str:
             f"{lk['keys']} keys, {lk['dead_letters']} dead letters)",
         )
     )
+    ok = lk.get("calls_counted") == lk.get("calls_actual")
+    add(
+        (
+            "call counters",
+            ("equal to the calls by state " if ok else "DIFFER: counted ")
+            + (
+                f"{lk.get('calls_actual')}"
+                if ok
+                else f"{lk.get('calls_counted')}, actual "
+                f"{lk.get('calls_actual')} (counted as a leak)"
+            ),
+        )
+    )
     li = res["linearizability"]
     add(
         (

@@ -333,12 +333,14 @@ def main() -> None:
     from lb.cli.acl import acl
     from lb.cli.alive import alive
     from lb.cli.demo import demo
-    from lb.cli.status import status, top
+    from lb.cli.status import forget, status
+    from lb.cli.top import top
 
     cli.add_command(acl)
     cli.add_command(alive)
     cli.add_command(status)
     cli.add_command(top)
+    cli.add_command(forget)
     cli.add_command(demo)
     for command in cli.commands.values():  # every LB_* variable shows in --help
         for param in command.params:

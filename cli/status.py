@@ -1,25 +1,27 @@
-"""``lb status`` and ``lb top``: read-only views of a deployment."""
+"""``lb status`` and ``lb forget``: read a deployment's state, drop workers that are gone.
+(``lb top``, the live view, is cli/top.py.)"""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import time
 from typing import Any
 
 import click
 
 from lb.broker.client import Broker
+from lb.broker.errors import BadInput
+from lb.broker.status import forget as forget_workers
 from lb.broker.status import snapshot
-from lb.cli.common import Seconds, handle_errors, prefix_option, redis_option, settings_from
+from lb.cli.common import handle_errors, prefix_option, redis_option, settings_from
 
-__all__ = ["render", "status", "top"]
+__all__ = ["forget", "status"]
 
 
-async def _snap(settings: Any) -> dict[str, Any]:
+async def _with_broker(settings: Any, fn: Any) -> Any:
     b = Broker(settings)
     try:
-        return await snapshot(b)
+        return await fn(b)
     finally:
         await b.close()
 
@@ -30,12 +32,13 @@ async def _snap(settings: Any) -> dict[str, Any]:
 @prefix_option
 @handle_errors
 def status(as_json: bool, redis_url: str | None, prefix: str) -> None:
-    """Groups, live workers and what each holds, backlog, promise counts by state."""
-    snap = asyncio.run(_snap(settings_from(redis_url, prefix)))
+    """Groups, workers (state, running, done, takeovers, holds), backlog, calls by state."""
+    snap = asyncio.run(_with_broker(settings_from(redis_url, prefix), snapshot))
     if as_json:
         click.echo(json.dumps(snap))
         return
     click.echo(f"redis {snap['redis']}  prefix {snap['prefix']}")
+    click.echo("calls: " + "  ".join(f"{k}={v}" for k, v in snap["calls"].items()))
     click.echo("promises: " + "  ".join(f"{k}={v}" for k, v in snap["promises"].items()))
     mb = snap.get("retained_bytes_estimate", 0) / 1e6
     click.echo(f"retained: {snap.get('retained', 0)} settled calls, about {mb:.1f} MB")
@@ -43,60 +46,34 @@ def status(as_json: bool, redis_url: str | None, prefix: str) -> None:
         click.echo(
             f"group {g}: backlog={info['backlog']} in_flight={info['in_flight']} "
             f"dead_letters={info['dead_letters']}"
+            + (f" hidden_gone={info['hidden']}" if info.get("hidden") else "")
         )
         for w, wi in sorted(info["workers"].items()):
-            state = "alive" if wi.get("alive") else "gone"
             click.echo(
-                f"  {w:<32} {state:<5} done={wi['done']:<6} takeovers={wi['takeovers']:<4}"
-                f" holds={','.join(wi['held']) or '-'}"
+                f"  {w:<32} {wi['state']:<7} running={wi['running']:<4} done={wi['done']:<6}"
+                f" takeovers={wi['takeovers']:<4} holds={','.join(wi['held']) or '-'}"
                 + (f" abandoned={wi['abandoned']}" if wi.get("abandoned") else "")
             )
 
 
-def render(snap: dict[str, Any]) -> Any:
-    from rich.table import Table
-
-    table = Table(title=f"lb top  {time.strftime('%H:%M:%S')}  {snap['redis']}")
-    for col in ("group", "worker", "state", "done", "share", "takeovers", "holds"):
-        table.add_column(col)
-    for g, info in snap["groups"].items():
-        total = sum(w["done"] for w in info["workers"].values()) or 1
-        for w, wi in sorted(info["workers"].items()):
-            table.add_row(
-                g,
-                w,
-                "alive" if wi.get("alive") else "gone",
-                str(wi["done"]),
-                f"{100 * wi['done'] / total:.0f}%",
-                str(wi["takeovers"]),
-                ",".join(wi["held"][:6]) + ("..." if len(wi["held"]) > 6 else ""),
-            )
-        table.add_row(
-            g,
-            "(backlog)",
-            "",
-            "",
-            "",
-            "",
-            f"{info['backlog']} waiting, "
-            f"{info['in_flight']} in flight, {info['dead_letters']} dead",
-        )
-    counts = "  ".join(f"{k}={v}" for k, v in snap["promises"].items())
-    table.caption = counts
-    return table
-
-
 @click.command()
-@click.option("--interval", default=0.5, show_default=True, type=Seconds(0.05, 60))
+@click.argument("workers", nargs=-1)
+@click.option("--gone", is_flag=True, help="Every worker with no connection and no work.")
 @redis_option
 @prefix_option
 @handle_errors
-def top(interval: float, redis_url: str | None, prefix: str) -> None:
-    """A live view of which worker runs what, the spread and the takeovers (Ctrl-C to quit)."""
-    from rich.live import Live
+def forget(workers: tuple[str, ...], gone: bool, redis_url: str | None, prefix: str) -> None:
+    """Drop workers that are gone from the registry and the stats (lb status, lb top).
 
+    Name them, or pass --gone for every worker with no connection that holds nothing. A
+    worker that is connected or holds work is refused: nothing in flight is touched."""
+    if bool(workers) == gone:
+        raise BadInput("name the workers to forget, or pass --gone (not both)")
     settings = settings_from(redis_url, prefix)
-    with Live(render(asyncio.run(_snap(settings))), refresh_per_second=4) as live:
-        while True:
-            time.sleep(interval)
-            live.update(render(asyncio.run(_snap(settings))))
+    dropped = asyncio.run(
+        _with_broker(settings, lambda b: forget_workers(b, None if gone else list(workers)))
+    )
+    missing = sorted(set(workers) - set(dropped))
+    if missing:
+        raise BadInput(f"no such worker: {', '.join(missing)}")
+    click.echo(f"forgot {len(dropped)} worker(s)" + (f": {' '.join(dropped)}" if dropped else ""))

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,6 +26,29 @@ def test_compose_has_redis_with_aof_and_five_worker_replicas() -> None:
     assert "--appendonly" in services["redis"]["command"]
     assert services["worker"]["deploy"]["replicas"] == 5
     assert services["worker"]["command"][0] == "worker"
+
+
+@pytest.mark.parametrize("version", ["1.28", "latest"])
+def test_k8s_manifests_match_the_api_schema(version: str) -> None:
+    """Every document in deploy/k8s/*.yaml is valid against the Kubernetes API's own OpenAPI
+    schema (kubernetes-validate, strict: an unknown or misspelt field fails), on the oldest
+    version we claim and the newest the library knows."""
+    import kubernetes_validate
+    from kubernetes_validate.utils import latest_version
+
+    want = latest_version() if version == "latest" else version
+    docs = [
+        (path.name, doc)
+        for path in sorted((ROOT / "deploy/k8s").glob("*.yaml"))
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc
+    ]
+    assert docs
+    for name, doc in docs:
+        try:
+            kubernetes_validate.validate(doc, want, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            raise AssertionError(f"{name} ({doc.get('kind')}), Kubernetes {want}: {exc}") from None
 
 
 def test_k8s_worker_deployment() -> None:

@@ -22,6 +22,12 @@ local K_GC = B .. ':gc'
 local K_DELAYED = B .. ':delayed'
 local K_GROUPS = B .. ':groups'
 local K_WAKE = B .. ':sweep-wake'
+-- Calls (promises with a task: roots and ctx.rpc children; not ctx.run steps nor timers) by
+-- state: one counter per state, moved in the same atomic step as the state (new_promise,
+-- settle, sweep.lua's purge). For lb top / lb status and the metrics, without a scan.
+local K_COUNTS = B .. ':n'
+local function k_takeovers(g) return B .. ':tk:' .. g end  -- the group's last takeovers
+local TAKEOVERS_KEPT = 50
 
 local FIELDS = {'id', 'state', 'param', 'ph', 'value', 'vh', 'tags', 'timeout_at',
                 'created_at', 'settled_at'}
@@ -114,6 +120,10 @@ local function settle(id, state, value, vh, now)
   redis.call('ZREM', K_TIMEOUTS, id)
   local tk = k_task(id)
   local t = redis.call('HMGET', tk, 'state', 'group', 'eid')
+  if t[1] then
+    redis.call('HINCRBY', K_COUNTS, 'pending', -1)
+    redis.call('HINCRBY', K_COUNTS, state, 1)
+  end
   if t[1] and t[1] ~= 'fulfilled' then
     drop_entry(t[2], t[3])
     redis.call('HSET', tk, 'state', 'fulfilled', 'eid', '', 'pid', '')
@@ -189,6 +199,7 @@ local function new_promise(id, param, ph, tags, timeout, group, timer, now, cap,
     local eid = redis.call('XADD', k_stream(group), '*', 't', id)
     redis.call('HSET', k_task(id), 'state', 'pending', 'v', 0, 'pid', '', 'group', group,
                'eid', eid, 'strikes', 0, 'fails', 0, 'created_at', now)
+    redis.call('HINCRBY', K_COUNTS, 'pending', 1)
   end
   return {id, 'pending', param, ph, '', '', tags, timeout_at, now, 0}  -- as record(id) reads it
 end
@@ -238,7 +249,22 @@ local function claim(tid, eid, pid, group, now, maxd, prev)
   redis.call('HSET', tk, 'strikes', strikes, 'lapses', lapses, 'v', v, 'state', 'acquired',
              'pid', pid)
   if t[5] then redis.call('HDEL', tk, 'dead') end
-  if not prev or prev == '' then prev = t[5] or '' end  -- requeued: names its dead holder
+  -- A takeover: a silent holder's task taken here (prev, takeover.lua: its lease lapsed) or
+  -- a dead holder's task handed back (t[5], requeue.lua: its connection was gone). Counted
+  -- per worker and cause in stats:<group>; the last TAKEOVERS_KEPT kept in tk:<group>.
+  local cause = 'lapsed'
+  if not prev or prev == '' then prev, cause = t[5] or '', 'gone' end
+  if prev ~= '' and prev ~= pid then
+    local sk = B .. ':stats:' .. group
+    redis.call('HINCRBY', sk, 'takeover:' .. pid, 1)
+    redis.call('HINCRBY', sk, 'cause:' .. cause, 1)
+    redis.call('HSET', sk, 'takeover_at:' .. pid, now, 'taken_at:' .. prev, now)
+    redis.call('PEXPIRE', sk, RETENTION)
+    local tkk = k_takeovers(group)
+    redis.call('LPUSH', tkk, cmsgpack.pack({now, tid, prev, pid, cause}))
+    redis.call('LTRIM', tkk, 0, TAKEOVERS_KEPT - 1)
+    redis.call('PEXPIRE', tkk, RETENTION)
+  end
   return {eid, 'ok', tid, tostring(v), strikes, p[3], p[4], p[2], prev, lapses, t[4] or '0'}
 end
 

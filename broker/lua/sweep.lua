@@ -29,6 +29,9 @@ local gone = redis.call('ZRANGEBYSCORE', K_GC, '-inf', now, 'LIMIT', 0, limit)
 for _, id in ipairs(gone) do
   local p = redis.call('HMGET', k_promise(id), 'state', 'tags')
   if p[1] then redis.call('ZREM', k_state(p[1]), id) end
+  if p[1] and redis.call('EXISTS', k_task(id)) == 1 then
+    redis.call('HINCRBY', K_COUNTS, p[1], -1)  -- a call leaves the counts with its purge
+  end
   if p[2] and p[2] ~= '' then
     for k, v in pairs(cjson.decode(p[2])) do redis.call('ZREM', k_tag(k, tostring(v)), id) end
   end

@@ -66,12 +66,7 @@ for _, eid in ipairs(claimed) do
       drop_entry(group, eid)
       table.insert(out, {eid, 'skip'})
     else
-      local row = claim(tid, eid, pid, group, now, maxd, t[3])
-      if row[2] == 'ok' then
-        redis.call('HINCRBY', B .. ':stats:' .. group, 'takeover:' .. pid, 1)
-        redis.call('PEXPIRE', B .. ':stats:' .. group, RETENTION)
-      end
-      table.insert(out, row)
+      table.insert(out, claim(tid, eid, pid, group, now, maxd, t[3]))
     end
   end
 end

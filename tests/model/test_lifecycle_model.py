@@ -412,6 +412,22 @@ class Driver:
                         )
             elif got is not None and got != t.state:
                 raise Violation(f"{t.id}: {got} in Redis, {t.state} in the model")
+        await self._check_counts()
+
+    async def _check_counts(self) -> None:
+        """The call counters (lib.lua K_COUNTS) equal, state by state, the promises that carry
+        a task, counted key by key."""
+        r = self.client.redis
+        actual: dict[str, int] = {}
+        async for key in r.scan_iter(match=f"{self.base}:t:*", count=1000):
+            pid = key.decode()[len(self.base) + 3 :]
+            state = await r.hget(self.client.keys.promise(pid), "state")
+            if state is not None:
+                actual[state.decode()] = actual.get(state.decode(), 0) + 1
+        raw = await r.hgetall(Keys.counts(self.base))
+        counted = {k.decode(): int(v) for k, v in raw.items() if int(v)}
+        if counted != actual:
+            raise Violation(f"call counters {counted} but the promises with a task are {actual}")
 
 
 async def _run(url: str, prefix: str, seed: int) -> None:
