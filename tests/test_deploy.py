@@ -28,6 +28,18 @@ def test_compose_has_redis_with_aof_and_five_worker_replicas() -> None:
     assert services["worker"]["command"][0] == "worker"
 
 
+def test_compose_file_matches_the_compose_spec() -> None:
+    """compose.yaml parses under the Compose specification (compose-spec, the bindings of
+    the compose_spec crate: unknown keys, wrong types and bad values are refused), and the
+    same check refuses a misspelt key, so it can fail."""
+    from compose_spec import PyCompose
+
+    text = (ROOT / "compose.yaml").read_text()
+    assert set(PyCompose.from_yaml(text).service_names()) >= {"redis", "worker"}
+    with pytest.raises(ValueError, match="replicaz"):
+        PyCompose.from_yaml(text.replace("replicas: 5", "replicaz: 5"))
+
+
 @pytest.mark.parametrize("version", ["1.28", "latest"])
 def test_k8s_manifests_match_the_api_schema(version: str) -> None:
     """Every document in deploy/k8s/*.yaml is valid against the Kubernetes API's own OpenAPI
