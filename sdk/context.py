@@ -88,6 +88,10 @@ class Execution:
     counter: int = 0
     retries: int = 0  # function-level retries in this delivery
     is_async_fn: bool = False
+    # The function has returned (or suspended) and its final write (fulfill, suspend) is on
+    # its way: a heartbeat that finds the task no longer held is reporting that very write,
+    # not a takeover, so the worker leaves the execution to the write's own reply.
+    ending: bool = False
     began: float = field(default_factory=time.monotonic)  # for the done line's duration
     # Final step outcomes raised in this delivery (kept as objects: an id() could be reused).
     final: list[BaseException] = field(default_factory=list, repr=False)

@@ -81,7 +81,7 @@ class Health:
                 self._emit("lost", id=tid)
                 self._free.set()
             ex = self.running.get(tid)
-            if ex is not None and not ex.lost and ex.fence.version == version:
+            if ex is not None and not ex.lost and not ex.ending and ex.fence.version == version:
                 ex.lost = True
                 self._emit("lost", id=tid)
                 if ex.task is None:

@@ -386,14 +386,17 @@ class Worker(RidesOutages, Health, Upkeep):
                 try:
                     value = await self._invoke(ex, is_async)
                 except Suspend as s:
+                    ex.ending = True
                     try:
                         outcome = await self.queue.suspend(ex.fence, s.awaited)
                     except RedisUnavailable as exc:
+                        ex.ending = False
                         # Nothing was parked: ride the outage out and re-run to this point.
                         if await self._ride_out(ex, exc, outage) == "rerun":
                             continue
                         return
                     if outcome in ("ready", "missing"):
+                        ex.ending = False
                         # ready: an awaited promise settled meanwhile. missing: one is gone
                         # (purged, or never existed); the re-run meets it at its ctx call,
                         # which raises NotFound there.
@@ -421,6 +424,7 @@ class Worker(RidesOutages, Health, Upkeep):
                     final = any(exc is f for f in ex.final) or isinstance(exc, FunctionAborted)
                     delay = None if final else func.retry.delay(retries)
                     if delay is None or ex.lost:
+                        ex.ending = True
                         await self._settle(
                             ex, "rejected", encode_error(exc, self.settings.max_payload)
                         )
@@ -437,6 +441,7 @@ class Worker(RidesOutages, Health, Upkeep):
                     state = "resolved"
                 except BadInput as exc:
                     data, state = encode_error(exc, self.settings.max_payload), "rejected"
+                ex.ending = True
                 await self._settle(ex, state, data)
                 return
         except Fenced:
