@@ -136,6 +136,30 @@ class TaskQueue:
         )
         return parse_promise(raw)
 
+    async def fulfill_and_claim(
+        self, fence: Fence, state: str, value: bytes, base: str
+    ) -> tuple[str, list[Claimed], list[str]]:
+        """:meth:`fulfill`, and in the same atomic step claim the next entry of the group
+        waiting on shard ``base`` (one at most: the slot this completion frees) for this
+        worker. Returns the promise's state after the call, the task now held (none when
+        the stream had nothing undelivered) and task ids dead-lettered on the way. If the
+        reply is lost, the claimed task is never run here: it is taken over after the ttl
+        like any silent holder's (so a retry of a lost reply should use :meth:`fulfill`)."""
+        if state not in ("resolved", "rejected"):
+            raise BadInput(f"a task settles resolved or rejected, not {state!r}")
+        if len(value) > self.broker.settings.max_payload:
+            raise PayloadTooLarge(
+                f"value is over the {self.broker.settings.max_payload}-byte limit"
+            )
+        raw = await self.broker.script(
+            "fulfill",
+            [self.keys.promise(fence.task_id)],
+            [*fence.args(), state, value, b"", "1", self.broker.settings.max_deliveries],
+        )
+        held, dead = parse_claims(raw[1], base, self.group)
+        final = raw[0].decode() if isinstance(raw[0], bytes) else str(raw[0])
+        return final, held, dead
+
     async def suspend(self, fence: Fence, awaited: Iterable[str]) -> str:
         """Park the task until one awaited promise settles: 'suspended' or 'ready' (fenced)."""
         awaited = list(awaited)

@@ -92,6 +92,9 @@ class Execution:
     # its way: a heartbeat that finds the task no longer held is reporting that very write,
     # not a takeover, so the worker leaves the execution to the write's own reply.
     ending: bool = False
+    # What its completion claimed for the slot it freed (tasks held, ids dead-lettered):
+    # begun by the worker once this execution has ended.
+    next_claims: tuple[list[Claimed], list[str]] | None = field(default=None, repr=False)
     began: float = field(default_factory=time.monotonic)  # for the done line's duration
     # Final step outcomes raised in this delivery (kept as objects: an id() could be reused).
     final: list[BaseException] = field(default_factory=list, repr=False)

@@ -35,6 +35,7 @@ class RidesOutages:
     redis_ok_at: float
     completed: int
     _emit: Callable[..., None]
+    _wants_next: Callable[[], bool]
 
     async def _ride_out(self, ex: Execution, exc: BaseException, outage: list[float]) -> str:
         """Wait out a Redis outage met by ``ex``. Returns ``"rerun"`` (re-run it from the top:
@@ -82,18 +83,29 @@ class RidesOutages:
         function is not run again for want of one write). A retry after a fulfill whose reply
         was lost gets FENCED (the task is already fulfilled): reported as fenced, and safe."""
         since = time.monotonic()
+        first = True
         while True:
             if ex.lost:
                 self._emit("fenced", id=ex.id)
                 return
             try:
-                await self.queue.fulfill(ex.fence, state, data)
+                if first and self._wants_next():
+                    # The slot this frees takes the group's next waiting call in the same
+                    # round trip (begun by _end). Only on the first try: after a lost reply
+                    # a claimed call would be left to the ttl, so retries claim nothing.
+                    _, held, dead = await self.queue.fulfill_and_claim(
+                        ex.fence, state, data, ex.claimed.base
+                    )
+                    ex.next_claims = (held, dead)
+                else:
+                    await self.queue.fulfill(ex.fence, state, data)
                 break
             except RedisUnavailable as exc:
                 # A Redis that refuses writes (full, read-only) is waited out however long:
                 # the value is held here until it can be stored.
                 if time.monotonic() - since > OUTAGE_PATIENCE_S and not refusing(exc):
                     raise
+                first = False
                 self.outage.seen(exc)
                 self._emit("redis-wait", id=ex.id, error=str(exc))
                 await asyncio.sleep(backoff(time.monotonic() - since))

@@ -248,17 +248,27 @@ class Worker(RidesOutages, Health, Upkeep):
                 for base, entries in got.items():
                     held, dead = await self.queue.acquire(base, entries)
                     self.outage.over()
-                    for tid in dead:
-                        self._emit("dead-letter", id=tid)
-                    for c in held:
-                        if c.previous_holder:  # requeued after its holder died
-                            self._emit_takeover(c)
-                        self._begin(c)
-                    self._run_alone()
+                    self._took(held, dead)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # never let the loop die
                 await self._guard("claim", exc)
+
+    def _took(self, held: list[Claimed], dead: list[str]) -> None:
+        """Start what a claim (a read, or a completion's next claim) brought."""
+        for tid in dead:
+            self._emit("dead-letter", id=tid)
+        for c in held:
+            if c.previous_holder:  # requeued after its holder died
+                self._emit_takeover(c)
+            self._begin(c)
+        self._run_alone()
+
+    def _wants_next(self) -> bool:
+        """Whether a completion should claim the next waiting call for the slot it frees:
+        not while stopping, while silent work waits to be taken first, or while a suspect
+        call must run alone (the claim loop decides those)."""
+        return not self._stopping and not self._takeover_due and not self.isolation.blocks_claims
 
     def _emit_takeover(self, c: Claimed) -> None:
         self._emit("takeover", id=c.task_id, previous=c.previous_holder, attempt=1 + c.lapses)
@@ -334,6 +344,8 @@ class Worker(RidesOutages, Health, Upkeep):
             with self._held_lock:
                 self._held.pop(ex.id, None)
         self.isolation.ended(ex.id)
+        if ex.next_claims is not None:
+            self._took(*ex.next_claims)  # the slot just freed, refilled in the same trip
         self._run_alone()
         self._free.set()
 

@@ -13,33 +13,9 @@
 -- over while the reader stalled between XREADGROUP and this call) is left alone, so the one
 -- owner invariant holds (an acquired task has exactly one pending entry, owned by its holder).
 local pid, group, maxd = ARGV[3], ARGV[4], tonumber(ARGV[5])
-local q = k_stream(group)
 local now = now_ms()
 local out = {}
 for i = 6, #ARGV, 2 do
-  local eid, tid = ARGV[i], ARGV[i + 1]
-  -- The ownership lookup is what tells a stale read apart: an entry acked since (its task
-  -- settled, perhaps purged) or taken over is skipped untouched, never dead-lettered as
-  -- "names no task" nor dropped from under its holder.
-  local own = redis.call('XPENDING', q, CG, eid, eid, 1)
-  if not own[1] or own[1][2] ~= pid then
-    table.insert(out, {eid, 'skip'})
-  else
-    local t = false
-    if tid ~= '' then t = redis.call('HMGET', k_task(tid), 'state', 'eid') end
-    if not t or not t[1] then
-      table.insert(out, dead_entry(group, eid, tid, now))
-    elseif t[2] ~= eid then
-      drop_entry(group, eid)  -- ours, and no task points at it: a stale entry
-      table.insert(out, {eid, 'skip'})
-    elseif t[1] ~= 'pending' then
-      -- The task holds this very entry already (this worker's own takeover pass claimed it
-      -- while the read was stalled): leave both alone.
-      table.insert(out, {eid, 'skip'})
-    else
-      -- A task requeued after its holder died names that holder (claim() reports it).
-      table.insert(out, claim(tid, eid, pid, group, now, maxd, nil))
-    end
-  end
+  table.insert(out, acquire_entry(ARGV[i], ARGV[i + 1], pid, group, now, maxd, true))
 end
 return out

@@ -2,7 +2,12 @@
 -- KEYS[1] promise key   ARGV[1] base   ARGV[2] retention_ms
 -- ARGV[3] task id   ARGV[4] version   ARGV[5] pid
 -- ARGV[6] state (resolved|rejected)   ARGV[7] value   ARGV[8] value headers
--- Returns the record (lib.lua FIELDS order).
+-- ARGV[9] '1': in the same step, claim the next entry of the task's group for this worker
+--         (the slot this completion frees; a worker under load completes one call and
+--         gets the next in one round trip, with no XREADGROUP or acquire of its own)
+-- ARGV[10] max deliveries (with ARGV[9])
+-- Returns the record (lib.lua FIELDS order); with ARGV[9] = '1', {state, rows}: the
+-- promise's state after this call and at most one claim row (acquire.lua's shapes).
 -- Guarantees: refused with FENCED unless (task id, version, pid) holds the task right now;
 -- on success the promise settles (if still pending and not past its deadline: a late
 -- completion finds it rejected_timedout, and the reply says so), the entry is acked and deleted
@@ -16,8 +21,22 @@ if state ~= 'resolved' and state ~= 'rejected' then
 end
 local now = now_ms()
 -- Deadline first (as get does): a holder finishing after the deadline finds it timed out.
-if lazy_timeout(tid, now) == 'pending' then settle(tid, state, value, vh, now) end
+local final = lazy_timeout(tid, now)
+if final == 'pending' then final = settle(tid, state, value, vh, now) end
 local sk = B .. ':stats:' .. t[4]
 redis.call('HINCRBY', sk, 'done:' .. pid, 1)
 redis.call('PEXPIRE', sk, RETENTION)
-return record(tid)
+if ARGV[9] ~= '1' then return record(tid) end
+local rows = {}
+-- Only entries never delivered ('>'): what blocked readers did not get. pcall: a stream or
+-- group deleted by hand is NOGROUP; the worker's own read loop recreates it.
+local ok, got = pcall(redis.call, 'XREADGROUP', 'GROUP', CG, pid, 'COUNT', 1, 'STREAMS',
+                      k_stream(t[4]), '>')
+if ok and got and got[1] then
+  for _, e in ipairs(got[1][2]) do
+    local next_tid = ''
+    for j = 1, #e[2], 2 do if e[2][j] == 't' then next_tid = e[2][j + 1] end end
+    table.insert(rows, acquire_entry(e[1], next_tid, pid, t[4], now, tonumber(ARGV[10]), false))
+  end
+end
+return {final, rows}

@@ -276,6 +276,30 @@ local function dead_entry(group, eid, tid, now)
   return {eid, 'dead', tid}
 end
 
+-- Turn entry ``eid`` of task ``tid`` (read by ``pid`` with XREADGROUP) into a held task: the
+-- claim row of claim(), or {eid, 'skip'} / {eid, 'dead', tid}. ``check_owner``: the entry was
+-- read by an earlier call (acquire.lua), so it may have been acked or taken over since: an
+-- entry no longer in ``pid``'s pending list is skipped untouched (a stale reader changes
+-- nothing). Entries read in the same script (fulfill.lua's next claim) need no such check.
+local function acquire_entry(eid, tid, pid, group, now, maxd, check_owner)
+  if check_owner then
+    local own = redis.call('XPENDING', k_stream(group), CG, eid, eid, 1)
+    if not own[1] or own[1][2] ~= pid then return {eid, 'skip'} end
+  end
+  local t = false
+  if tid ~= '' then t = redis.call('HMGET', k_task(tid), 'state', 'eid') end
+  if not t or not t[1] then return dead_entry(group, eid, tid, now) end
+  if t[2] ~= eid then
+    drop_entry(group, eid)  -- ours, and no task points at it: a stale entry
+    return {eid, 'skip'}
+  end
+  -- The task holds this very entry already (this worker's own takeover pass claimed it while
+  -- the read was stalled): leave both alone.
+  if t[1] ~= 'pending' then return {eid, 'skip'} end
+  -- A task requeued after its holder died names that holder (claim() reports it).
+  return claim(tid, eid, pid, group, now, maxd, nil)
+end
+
 -- True when (tid, v, pid) is the current holder of an acquired task.
 local function holds(tid, v, pid)
   local t = redis.call('HMGET', k_task(tid), 'state', 'v', 'pid')

@@ -244,6 +244,29 @@ class Driver:
             raise Violation(f"{t.id} completed {p.state} after its deadline")
         self._settled(t, p.state)
 
+    async def op_fulfill_next(self, w: str) -> None:
+        """A completion that claims the group's next undelivered entry in the same step."""
+        mine = self.held_by(w)
+        if not mine:
+            return
+        t = self.rng.choice(mine)
+        late = await self._expired(t)
+        try:
+            state, held, dead = await self.queues[w].fulfill_and_claim(
+                self.fence(t), "resolved", b"done", self.base
+            )
+        except Fenced:
+            if late:
+                self._timed_out_now(t)
+                return
+            raise Violation(f"holder {t.holder} of {t.id} fenced on fulfill") from None
+        if late and state != "rejected_timedout":
+            raise Violation(f"{t.id} completed {state} after its deadline")
+        if len(held) + len(dead) > 1:
+            raise Violation(f"one completion claimed {len(held) + len(dead)} calls")
+        self._settled(t, state)
+        self._claimed(w, held, dead)
+
     async def op_release(self, w: str) -> None:
         mine = self.held_by(w)
         if not mine:
@@ -341,6 +364,7 @@ class Driver:
             (2, "suspend", lambda: self.op_suspend(w)),
             (2, "resume", self.op_resume),
             (1.5, "fulfill", lambda: self.op_fulfill(w)),
+            (1.5, "fulfill-next", lambda: self.op_fulfill_next(w)),
             (1, "release", lambda: self.op_release(w)),
             (1, "stale-write", self.op_stale_write),
             (0.5, "cancel", self.op_cancel),
