@@ -78,6 +78,7 @@ class Heartbeat(threading.Thread):
         )
         self.script = self.client.register_script(script_source("heartbeat"))
         self.beats = 0
+        self.failures = 0  # beats that did not reach Redis (lb_heartbeats_total{outcome})
         # The liveness scanner's lease this worker held at its last beat: 1 the scanner's,
         # 2 the standby's, 0 neither (broker/lua/lease.lua).
         self.scan_role = 0
@@ -145,7 +146,7 @@ class Heartbeat(threading.Thread):
                     # (a new execution) is never mistaken for the lost one.
                     self.on_lost([(tid, self.versions.get(tid, "")) for tid in lost])
             except (rexc.RedisError, OSError):
-                pass  # Redis down or restarting: try again next beat; takeovers are fenced.
+                self.failures += 1  # Redis down or restarting: again next beat (fenced)
             self._wait(self.interval if self.held() else self.idle_interval)
 
     def stop(self) -> None:

@@ -107,6 +107,16 @@ class Claimed:
     previous_holder: str | None = None
     lapses: int = 0  # earlier deliveries that ended in nothing (holder died or stalled)
     suspect: bool = False  # its worker died running it beside others: run it alone
+    claimed_at_ms: int = 0  # the Redis clock at the claim
+
+    @property
+    def waited_s(self) -> float:
+        """Seconds from the entry's enqueue (its id's time: create, requeue or resume) to this
+        claim, both on the Redis clock."""
+        try:
+            return max(0, self.claimed_at_ms - int(self.entry_id.split("-", 1)[0])) / 1000.0
+        except ValueError:
+            return 0.0
 
     def fence(self, pid: str) -> Fence:
         return Fence(self.task_id, self.version, pid)
@@ -133,6 +143,7 @@ def parse_claims(rows: list[Any], base: str, group: str) -> tuple[list[Claimed],
                     previous_holder=_s(row[8]) if len(row) > 8 and row[8] else None,
                     lapses=_i(row[9]) if len(row) > 9 else 0,
                     suspect=len(row) > 10 and _s(row[10]) == "1",
+                    claimed_at_ms=_i(row[11]) if len(row) > 11 else 0,
                 )
             )
         elif kind == "dead":

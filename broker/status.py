@@ -116,6 +116,8 @@ async def snapshot(broker: Broker, max_held: int = 200, keep_gone: bool = False)
                         "dead_letters": 0,
                         "takeovers": [],
                         "hidden": 0,
+                        "dead_by_reason": {},
+                        "takeovers_by_cause": {},
                     },
                 )
                 await _group(broker, base, g, grp, now, names, max_held)
@@ -140,6 +142,16 @@ async def _group(
     grp["in_flight"] += int(pend.get("pending", 0))
     grp["backlog"] += max(0, length - int(pend.get("pending", 0)))
     grp["dead_letters"] += int(await r.xlen(Keys.dead_letters(base, g)))
+    grp.setdefault("oldest_waiting_ms", 0)
+    if length > int(pend.get("pending", 0)):
+        # The first entry never delivered: the one after the group's last delivered id.
+        info: Any = await r.xinfo_groups(stream)
+        last = next((_s(i["last-delivered-id"]) for i in info if _s(i["name"]) == CONSUMER_GROUP),
+                    "0-0")  # fmt: skip
+        first: Any = await r.xrange(stream, f"({last}", "+", count=1)
+        if first:
+            age = now - int(_s(first[0][0]).split("-", 1)[0])
+            grp["oldest_waiting_ms"] = max(grp["oldest_waiting_ms"], age)
     for c in pend.get("consumers") or []:
         workers.setdefault(_s(c["name"]), _worker())["running"] += int(c["pending"])
     members: Any = await r.zrange(Keys.workers(base, g), 0, -1, withscores=True)
@@ -156,6 +168,10 @@ async def _group(
             workers[name]["takeover_age_ms"] = now - int(v)
         elif kind == "taken_at" and name in workers:
             workers[name]["taken_from_age_ms"] = now - int(v)
+        elif kind == "dlq":
+            grp["dead_by_reason"][name] = grp["dead_by_reason"].get(name, 0) + int(v)
+        elif kind == "cause":
+            grp["takeovers_by_cause"][name] = grp["takeovers_by_cause"].get(name, 0) + int(v)
     oldest: dict[str, int] = {}
     if grp["in_flight"]:
         rows: Any = await r.xpending_range(stream, CONSUMER_GROUP, "-", "+", max_held)

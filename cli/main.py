@@ -109,6 +109,14 @@ def server(port: int, directory: str) -> None:
     envvar="LB_ALIVE_FILE",
     help="Write the time here every second while the worker lives (for `lb alive` probes).",
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    envvar="LB_METRICS_PORT",
+    help="Serve /metrics (Prometheus), /livez and /readyz on this port.",
+)
+@click.option("--metrics-host", default="0.0.0.0", show_default=True, envvar="LB_METRICS_HOST")
 @retention_option
 @redis_option
 @prefix_option
@@ -123,6 +131,8 @@ def worker(
     log_level: str,
     log_format: str,
     alive_file: str | None,
+    metrics_port: int | None,
+    metrics_host: str,
     retention: float | None,
     redis_url: str | None,
     prefix: str,
@@ -137,6 +147,9 @@ def worker(
     logs.setup("warning" if quiet and log_level == "info" else log_level, log_format)
     r = Resonate(settings, group, pid=name, concurrency=concurrency, on_event=logs.event_logger())
     setup(r)
+    if metrics_port is not None:
+        port = r.serve_metrics(metrics_port, metrics_host)
+        log.info("metrics, /livez and /readyz on %s:%d", metrics_host, port)
     if alive_file:
         keep_alive_file(r, alive_file)  # live while it waits for Redis, too
     _start_patiently(r)
@@ -333,6 +346,7 @@ def main() -> None:
     from lb.cli.acl import acl
     from lb.cli.alive import alive
     from lb.cli.demo import demo
+    from lb.cli.exporter import exporter
     from lb.cli.status import forget, status
     from lb.cli.top import top
 
@@ -341,6 +355,7 @@ def main() -> None:
     cli.add_command(status)
     cli.add_command(top)
     cli.add_command(forget)
+    cli.add_command(exporter)
     cli.add_command(demo)
     for command in cli.commands.values():  # every LB_* variable shows in --help
         for param in command.params:

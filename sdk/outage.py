@@ -14,12 +14,15 @@ either and the work is not at fault.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 from lb.broker.errors import RedisOutOfMemory, RedisReadOnly
 
 __all__ = ["OutageLog", "refusing"]
+
+_REFUSALS = (RedisOutOfMemory.__name__, RedisReadOnly.__name__)
 
 
 def refusing(exc: BaseException) -> bool:
@@ -41,9 +44,11 @@ class OutageLog:
         self._emit = emit
         self.since: float | None = None
         self.kind = ""
+        self.errors: Counter[str] = Counter()  # every failure seen, by type (the metrics)
 
     def seen(self, exc: BaseException) -> None:
         """An operation failed for want of Redis: emits ``redis-down`` if this is new."""
+        self.errors[type(exc).__name__] += 1
         if self.since is None:
             self.since = time.monotonic()
             self.kind = type(exc).__name__
@@ -55,6 +60,12 @@ class OutageLog:
             lasted = time.monotonic() - self.since
             self.since = None
             self._emit("redis-up", after=f"{lasted:.1f}s", was=self.kind)
+
+    def answered(self) -> None:
+        """A read succeeded (an idle worker's blocking read): the outage is over unless it
+        was Redis refusing writes (full, read-only), which reads do not disprove."""
+        if self.since is not None and self.kind not in _REFUSALS:
+            self.over()
 
     @property
     def on(self) -> bool:

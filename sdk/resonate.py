@@ -36,6 +36,7 @@ from lb.broker.records import Promise
 from lb.broker.settings import Settings
 from lb.sdk.durations import check_seconds, seconds_to_ms
 from lb.sdk.encoding import Call, decode_error
+from lb.sdk.endpoints import Endpoints
 from lb.sdk.listener import Listener
 from lb.sdk.loop import IoLoop
 from lb.sdk.registry import Function, Registry
@@ -269,6 +270,7 @@ class Resonate:
         self._death: BaseException | None = None
         self._direct_creator: DirectCreator | None = None
         self._direct_lock = threading.Lock()
+        self._endpoints: Endpoints | None = None
 
     @classmethod
     def remote(
@@ -373,6 +375,16 @@ class Resonate:
         return self._io.call(self._broker.settle(promise_id, state, data))[1]
 
     # -- serving --------------------------------------------------------------------------
+    def serve_metrics(self, port: int, host: str = "0.0.0.0") -> int:
+        """Serve the worker's ``/metrics`` (Prometheus), ``/livez`` and ``/readyz`` on
+        ``host:port`` (0 picks a free port) from now on, before the worker joins (sdk/
+        endpoints.py). Call before :meth:`start`. Returns the port. A port that cannot be
+        bound is :class:`BadInput`."""
+        if self._endpoints is None:
+            self._worker_args["metrics"] = True
+            self._endpoints = Endpoints(self, port, host)
+        return self._endpoints.port
+
     def start(self) -> Worker:
         """Serve this instance's group with its registered functions (returns at once)."""
         if self.worker is None:
@@ -442,6 +454,8 @@ class Resonate:
             if self._direct_creator is not None:
                 self._direct_creator.close()
         self._io.stop()
+        if self._endpoints is not None:
+            self._endpoints.close()
         if self._embedded is not None:
             self._embedded.cleanup()
 

@@ -118,6 +118,7 @@ class RidesOutages:
             state=state,
             attempt=1 + ex.claimed.lapses + ex.retries,
             duration_ms=round((time.monotonic() - ex.began) * 1000, 1),
+            settle_s=round(ex.claimed.waited_s + time.monotonic() - ex.began, 4),
         )
 
 

@@ -48,6 +48,7 @@ from lb.sdk.health import Health
 from lb.sdk.isolation import Isolation
 from lb.sdk.liveness import LoopWatch
 from lb.sdk.loop import IoLoop
+from lb.sdk.metrics import WorkerMetrics
 from lb.sdk.outage import OutageLog
 from lb.sdk.registry import Registry
 from lb.sdk.riding import RidesOutages, redis_down
@@ -81,6 +82,7 @@ class Worker(RidesOutages, Health, Upkeep):
         concurrency: int = 8,
         suspend_after: float = 60.0,
         on_event: Callable[[str, dict[str, Any]], None] | None = None,
+        metrics: bool = False,
     ) -> None:
         self.settings = settings
         self.io = io
@@ -90,6 +92,7 @@ class Worker(RidesOutages, Health, Upkeep):
         self.slots = max(1, concurrency)
         self.suspend_after = suspend_after
         self.on_event = on_event
+        self.metrics = WorkerMetrics(group, self.pid, self._metrics_state) if metrics else None
         self.broker = Broker(settings, client_name=self.pid)
         self.queue = TaskQueue(self.broker, group, self.pid)
         self.scanner = Scanner(self.broker, self.pid, self._take_silent)
@@ -118,6 +121,8 @@ class Worker(RidesOutages, Health, Upkeep):
         self.pool = DaemonPool(self.slots)
 
     def _emit(self, kind: str, **data: Any) -> None:
+        if self.metrics is not None:
+            self.metrics.event(kind, data)
         if self.on_event is None and not log.isEnabledFor(logging.INFO):
             return
         data.setdefault("worker", self.pid)
@@ -245,6 +250,7 @@ class Worker(RidesOutages, Health, Upkeep):
                     if self.free <= 0:
                         continue
                 got = await self.queue.read(self.free, block_ms=READ_BLOCK_MS)
+                self.outage.answered()
                 for base, entries in got.items():
                     held, dead = await self.queue.acquire(base, entries)
                     self.outage.over()
@@ -257,12 +263,24 @@ class Worker(RidesOutages, Health, Upkeep):
     def _took(self, held: list[Claimed], dead: list[str]) -> None:
         """Start what a claim (a read, or a completion's next claim) brought."""
         for tid in dead:
-            self._emit("dead-letter", id=tid)
+            self._emit("dead-letter", id=tid, reason="dead-lettered")
         for c in held:
-            if c.previous_holder:  # requeued after its holder died
-                self._emit_takeover(c)
+            if c.previous_holder:  # requeued after its holder died (its connection was gone)
+                self._emit_takeover(c, "gone")
             self._begin(c)
         self._run_alone()
+
+    def _metrics_state(self) -> dict[str, Any]:
+        """Scrape-time numbers (sdk/metrics.py), read from the metrics server's thread."""
+        busy = len(self.running)
+        hb = self.heartbeat
+        return {
+            "busy": busy,
+            "free": max(0, self.slots - busy),
+            "beats": hb.beats if hb else 0,
+            "beat_failures": hb.failures if hb else 0,
+            "redis_errors": self.outage.errors.copy(),
+        }
 
     def _wants_next(self) -> bool:
         """Whether a completion should claim the next waiting call for the slot it frees:
@@ -270,8 +288,11 @@ class Worker(RidesOutages, Health, Upkeep):
         call must run alone (the claim loop decides those)."""
         return not self._stopping and not self._takeover_due and not self.isolation.blocks_claims
 
-    def _emit_takeover(self, c: Claimed) -> None:
-        self._emit("takeover", id=c.task_id, previous=c.previous_holder, attempt=1 + c.lapses)
+    def _emit_takeover(self, c: Claimed, cause: str) -> None:
+        self._emit(
+            "takeover", id=c.task_id, previous=c.previous_holder, attempt=1 + c.lapses,
+            cause=cause,
+        )  # fmt: skip
 
     def _silent_from_thread(self) -> None:
         self.io.loop.call_soon_threadsafe(self._on_silent)
@@ -288,9 +309,9 @@ class Worker(RidesOutages, Health, Upkeep):
             return 0
         held, dead_ids = await self.queue.takeover(ttl_ms, self.free)
         for tid in dead_ids:
-            self._emit("dead-letter", id=tid)
+            self._emit("dead-letter", id=tid, reason="dead-lettered")
         for c in held:
-            self._emit_takeover(c)
+            self._emit_takeover(c, "lapsed")  # its holder was silent past its ttl
             self._begin(c)
         self._run_alone()
         return len(held)
@@ -317,6 +338,8 @@ class Worker(RidesOutages, Health, Upkeep):
             # another worker may serve; it waits at most until its promise's deadline.
             asyncio.get_running_loop().create_task(self._pass_on(c, call))
             return
+        if self.metrics is not None:
+            self.metrics.claimed(call.func, c.waited_s)
         ex = Execution(c, fence, call, self, is_async_fn=fn.is_async)
         self.running[c.task_id] = ex
         self._hold(c)

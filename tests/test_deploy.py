@@ -78,8 +78,54 @@ def test_k8s_worker_deployment() -> None:
     assert c["args"][c["args"].index("--alive-file") + 1] == path
     assert any(path.startswith(m["mountPath"]) for m in c["volumeMounts"])
     assert {v["name"] for v in pod["volumes"]} >= {m["name"] for m in c["volumeMounts"]}
-    assert c["readinessProbe"]["exec"]["command"][:2] == ["lb", "status"]
+    ready = c["readinessProbe"]["httpGet"]
+    assert ready["path"] == "/readyz"  # the worker's own endpoint, on its --metrics-port
+    port = int(c["args"][c["args"].index("--metrics-port") + 1])
+    assert {"name": ready["port"], "containerPort": port} in c["ports"]
+    notes = doc["spec"]["template"]["metadata"]["annotations"]
+    assert notes["prometheus.io/port"] == str(port)
     assert not c["image"].endswith(":latest") and c["imagePullPolicy"] == "IfNotPresent"
+
+
+def test_the_autoscaler_scales_the_worker_deployment_on_an_exported_metric() -> None:
+    """hpa.yaml targets the worker Deployment with a metric the exporter serves, and the
+    exporter's manifest runs `lb exporter` on the port its Service and annotation name."""
+    from lb.broker.fleet_metrics import FleetCollector
+
+    hpa = yaml.safe_load((ROOT / "deploy/k8s/hpa.yaml").read_text())
+    worker = yaml.safe_load((ROOT / "deploy/k8s/worker.yaml").read_text())
+    assert hpa["spec"]["scaleTargetRef"]["name"] == worker["metadata"]["name"]
+    name = hpa["spec"]["metrics"][0]["external"]["metric"]["name"]
+    assert name in FleetCollector.NAMES
+    dep, svc = yaml.safe_load_all((ROOT / "deploy/k8s/exporter.yaml").read_text())
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    port = int(c["args"][c["args"].index("--port") + 1])
+    assert c["args"][0] == "exporter" and c["ports"][0]["containerPort"] == port
+    assert dep["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == str(port)
+    assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
+
+
+def test_the_grafana_dashboard_uses_only_metrics_lb_exports() -> None:
+    """deploy/grafana/lb-fleet.json parses, shows the spread, the backlog and takeovers, and
+    every metric its queries name is one a worker or the exporter serves (a renamed metric
+    fails here, not on an operator's screen)."""
+    import json
+    import re
+
+    from lb.broker.fleet_metrics import FleetCollector
+    from lb.sdk.metrics import NAMES
+
+    dash = json.loads((ROOT / "deploy/grafana/lb-fleet.json").read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    titles = " ".join(p["title"] for p in dash["panels"]).lower()
+    assert "spread" in titles and "backlog" in titles and "takeover" in titles
+    known = set(NAMES) | set(FleetCollector.NAMES)
+    functions = {"sum", "by", "rate", "increase", "histogram_quantile", "le", "worker", "group",
+                 "state", "cause", "reason", "function", "type", "outcome"}  # fmt: skip
+    for expr in exprs:
+        bare = re.sub(r'\{[^}]*\}|\[[^\]]*\]|"[^"]*"', "", expr)
+        names = set(re.findall(r"[a-z_][a-z0-9_]*", bare)) - functions
+        assert names <= known, (expr, names - known)
 
 
 def test_dockerfile_final_stage_is_slim_non_root_with_healthcheck() -> None:

@@ -206,9 +206,16 @@ end
 
 -- Move a task's entry to its group's dead-letter stream and reject its promise (error type
 -- ``etype``, default DeadLettered; Quarantined for a call that kept killing its workers).
-local function dead_letter(tid, group, eid, reason, now, etype)
+-- Counted per group and kind in stats:<group> (field dlq:<kind>: quarantined, deliveries,
+-- refused, garbage), for the metrics.
+local function count_dead(group, kind)
+  redis.call('HINCRBY', B .. ':stats:' .. group, 'dlq:' .. kind, 1)
+end
+
+local function dead_letter(tid, group, eid, reason, now, etype, kind)
   redis.call('XADD', k_dlq(group), 'MAXLEN', '~', '10000', '*', 't', tid, 'eid', eid or '',
              'reason', reason, 'at', now)
+  count_dead(group, kind or (etype == 'Quarantined' and 'quarantined') or 'deliveries')
   drop_entry(group, eid)
   redis.call('HSET', k_task(tid), 'eid', '')
   local value = cmsgpack.pack({type = etype or 'DeadLettered', message = reason})
@@ -221,7 +228,7 @@ end
 -- ``strikes`` counts deliveries in a row that ended in nothing (no completion, suspension or
 -- clean release) including this one; past ``maxd`` the task is dead-lettered instead.
 -- Returns the reply row: {eid, 'ok', tid, version, strikes, param, ph, timeout_at, previous
--- holder, lapses, suspect}, {eid, 'skip'} or {eid, 'dead', tid}; lapses = deliveries of this
+-- holder, lapses, suspect, now (the Redis clock: the claim latency is now - the entry id's ms)}, {eid, 'skip'} or {eid, 'dead', tid}; lapses = deliveries of this
 -- task so far that ended in nothing; suspect = '1' when its worker died running it beside
 -- other calls (requeue.lua): the claiming worker must run it alone.
 local function claim(tid, eid, pid, group, now, maxd, prev)
@@ -265,13 +272,15 @@ local function claim(tid, eid, pid, group, now, maxd, prev)
     redis.call('LTRIM', tkk, 0, TAKEOVERS_KEPT - 1)
     redis.call('PEXPIRE', tkk, RETENTION)
   end
-  return {eid, 'ok', tid, tostring(v), strikes, p[3], p[4], p[2], prev, lapses, t[4] or '0'}
+  return {eid, 'ok', tid, tostring(v), strikes, p[3], p[4], p[2], prev, lapses, t[4] or '0',
+          now}
 end
 
 -- Dead-letter an entry that names no task (garbage on the stream).
 local function dead_entry(group, eid, tid, now)
   redis.call('XADD', k_dlq(group), 'MAXLEN', '~', '10000', '*', 't', tid, 'eid', eid,
              'reason', 'entry names no task', 'at', now)
+  count_dead(group, 'garbage')
   drop_entry(group, eid)
   return {eid, 'dead', tid}
 end

@@ -19,7 +19,8 @@ local t = redis.call('HMGET', tk, 'group', 'eid')
 if failed == '1' then
   local fails = redis.call('HINCRBY', tk, 'fails', 1)
   if fails >= maxf then
-    dead_letter(tid, t[1], t[2], reason .. ' (after ' .. fails .. ' deliveries)', now_ms())
+    dead_letter(tid, t[1], t[2], reason .. ' (after ' .. fails .. ' deliveries)', now_ms(),
+                nil, 'refused')
     return 'dead'
   end
 else
