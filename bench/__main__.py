@@ -37,6 +37,9 @@ LB_ONLY = (
     "cpu_workers_us",
     "cpu_redis_us",
     "cpu_total_us",
+    "hot_drain_per_s",
+    "hot_drain_metrics_per_s",
+    "metrics_cost_ratio",
 )
 
 

@@ -33,7 +33,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def start_workers(
-    url: str, prefix: str, n: int, concurrency: int, ttl: float = 5.0, group: str = "bench"
+    url: str,
+    prefix: str,
+    n: int,
+    concurrency: int,
+    ttl: float = 5.0,
+    group: str = "bench",
+    extra: tuple[str, ...] = (),
 ) -> list[subprocess.Popen[bytes]]:
     env = {
         **os.environ,
@@ -59,6 +65,7 @@ def start_workers(
                     f"bw{i}",
                     "--app",
                     "bench_app:register",
+                    *extra,
                 ],
                 env=env,
                 cwd=ROOT,
@@ -193,6 +200,30 @@ def rates(url: str, n: int, concurrency: int = 8, func: str = "echo") -> dict[st
             r.stop()
             stop(procs)
     return out
+
+
+def hot_drain(url: str, n: int, metrics: bool, concurrency: int = 8) -> float:
+    """Calls per second two running workers drain from a backlog of ``n`` (enqueued while
+    they were stopped, SIGSTOP: no process start in the figure), with or without their
+    metrics endpoint (``--metrics-port 0``): the cost of the metrics."""
+    prefix = "b" + uuid.uuid4().hex[:6]
+    extra = ("--metrics-port", "0") if metrics else ()
+    procs = start_workers(url, prefix, 2, concurrency, extra=extra)
+    r = Resonate.remote(url, group="bench", prefix=prefix)
+    try:
+        opts = r.options(target="poll://any@bench")
+        opts.begin_rpc("warm", "echo", 0)
+        wait_resolved(url, prefix, 1)
+        for p in procs:
+            p.send_signal(signal.SIGSTOP)
+        opts.begin_rpc_many("echo", [(f"h-{i}", (i,)) for i in range(n)])
+        t0 = time.monotonic()
+        for p in procs:
+            p.send_signal(signal.SIGCONT)
+        return n / (wait_resolved(url, prefix, n + 1) - t0)
+    finally:
+        r.stop()
+        stop(procs)
 
 
 def memory(url: str, prefix: str, n: int) -> dict[str, float]:
@@ -333,6 +364,8 @@ def main() -> None:
                 tag = "" if (conc, func) == configs[0] else f"_c{conc}_{func}"
                 res.update({k + tag: v for k, v in rates(url, a.size, conc, func).items()})
                 redis.Redis.from_url(url).flushall()
+            res["hot_drain_per_s"] = hot_drain(url, a.size, metrics=False)
+            res["hot_drain_metrics_per_s"] = hot_drain(url, a.size, metrics=True)
             res.update(latency(url, a.latency_count))
             res["ceiling_per_s"] = asyncio.run(_ceiling(url, a.size))
             res["load_avg_1m"] = os.getloadavg()[0]
@@ -352,6 +385,7 @@ def main() -> None:
                 rec = recovery(url, a.recovery_cost, ttl)
                 med.update({f"recovery_{label}_{k}": v for k, v in rec.items()})
             med.update(false_takeovers(url, 1.0))
+        med["metrics_cost_ratio"] = med["hot_drain_metrics_per_s"] / med["hot_drain_per_s"]
         med["redis_version"] = redis.Redis.from_url(url).info()["redis_version"]
         print(json.dumps(med, indent=2))
         if a.json:

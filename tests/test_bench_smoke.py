@@ -49,6 +49,9 @@ def test_lb_bench_runs_tiny(redis_url: str, tmp_path: Path) -> None:
         "lat_p99_ms",
         "ceiling_per_s",
         "bytes_per_promise",
+        "hot_drain_per_s",
+        "hot_drain_metrics_per_s",
+        "metrics_cost_ratio",
     ):
         assert data[key] > 0, key
     assert data["stream_len"] == 0
