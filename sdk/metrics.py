@@ -106,19 +106,37 @@ class WorkerMetrics:
             self.dead.labels(group, worker, reason)
         for c in self.simple.values():
             c.labels(group, worker)
+        self._completed = self.tasks.labels(group, worker, "completed")
+        self._claimed = self.tasks.labels(group, worker, "claimed")
+        self._funcs: dict[str, tuple[Any, Any, Any]] = {}
         if state is not None:
             r.register(_StateCollector(group, worker, state))
+
+    def _per_func(self, func: str) -> tuple[Any, Any, Any]:
+        """The three histograms' children for ``func``, looked up once (labels() takes a
+        lock and builds a key on every call: the per-call path must not pay it)."""
+        got = self._funcs.get(func)
+        if got is None:
+            g, w = self.group, self.worker
+            got = (
+                self.claim_latency.labels(g, w, func),
+                self.execution.labels(g, w, func),
+                self.to_settle.labels(g, w, func),
+            )
+            self._funcs[func] = got
+        return got
 
     def event(self, kind: str, data: dict[str, Any]) -> None:
         """Count one worker event (the same events the worker logs)."""
         g, w = self.group, self.worker
+        if kind == "start":
+            return  # the common case first: nothing to count
         if kind == "done":
-            self.tasks.labels(g, w, "completed").inc()
-            func = str(data.get("func", ""))
-            run = float(data.get("duration_ms", 0.0)) / 1000.0
-            self.execution.labels(g, w, func).observe(run)
+            self._completed.inc()
+            _, run, settle = self._per_func(str(data.get("func", "")))
+            run.observe(float(data.get("duration_ms", 0.0)) / 1000.0)
             if "settle_s" in data:
-                self.to_settle.labels(g, w, func).observe(float(data["settle_s"]))
+                settle.observe(float(data["settle_s"]))
         elif kind == "suspended":
             self.tasks.labels(g, w, "suspended").inc()
             self.simple["suspensions"].labels(g, w).inc()
@@ -132,8 +150,8 @@ class WorkerMetrics:
             self.simple[_COUNTED[kind]].labels(g, w).inc()
 
     def claimed(self, func: str, waited_s: float) -> None:
-        self.tasks.labels(self.group, self.worker, "claimed").inc()
-        self.claim_latency.labels(self.group, self.worker, func).observe(max(0.0, waited_s))
+        self._claimed.inc()
+        self._per_func(func)[0].observe(max(0.0, waited_s))
 
 
 class _StateCollector(Collector):
