@@ -176,6 +176,15 @@ class Keys:
         return f"{prefix}/{pid}"
 
     @staticmethod
+    def connected(prefix: str, names: set[str]) -> set[str]:
+        """The worker names of ``prefix`` among Redis connection ``names`` (CLIENT LIST):
+        ``<prefix>/<worker>``, and bare names without a prefix, as workers from before
+        prefixed names set them (a rolling upgrade: never take a live old worker for dead)."""
+        mine = Keys.conn_name(prefix, "")
+        return {n[len(mine) :] if n.startswith(mine) else n for n in names
+                if "/" not in n or n.startswith(mine)}  # fmt: skip
+
+    @staticmethod
     def scan_lease(base: str) -> str:
         """The liveness scanner's lease (one scanner per Redis: on shard 0's base)."""
         return f"{base}:scan"

@@ -183,12 +183,7 @@ class Scanner:
                 raise PermissionDenied("CLIENT LIST")
             async with translate_errors():
                 clients = await self.broker.redis.client_list()
-            mine = Keys.conn_name(self.broker.settings.prefix, "")
-            names = {c.get("name", "") for c in clients}
-            # Workers from before prefixed names (a rolling upgrade) still count as connected
-            # under their bare name: never requeue a live old worker's work.
-            return {n[len(mine) :] if n.startswith(mine) else n for n in names if "/" not in n
-                    or n.startswith(mine)}  # fmt: skip
+            return Keys.connected(self.broker.settings.prefix, {c.get("name", "") for c in clients})
         except PermissionDenied:
             if not self.denied:
                 log.warning(

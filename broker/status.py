@@ -61,10 +61,7 @@ async def connected_workers(broker: Broker) -> set[str] | None:
             clients = await broker.redis.client_list()
     except PermissionDenied:
         return None
-    mine = Keys.conn_name(broker.settings.prefix, "")
-    names = {c.get("name", "") for c in clients}
-    return {n[len(mine) :] if n.startswith(mine) else n for n in names
-            if "/" not in n or n.startswith(mine)}  # fmt: skip
+    return Keys.connected(broker.settings.prefix, {c.get("name", "") for c in clients})
 
 
 async def call_counts(broker: Broker) -> dict[str, int]:

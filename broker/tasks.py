@@ -123,18 +123,21 @@ class TaskQueue:
         self, fence: Fence, state: str, value: bytes, value_headers: bytes = b""
     ) -> Promise:
         """Settle the task's promise as its holder and complete the task (fenced)."""
-        if state not in ("resolved", "rejected"):
-            raise BadInput(f"a task settles resolved or rejected, not {state!r}")
-        if len(value) + len(value_headers) > self.broker.settings.max_payload:
-            raise PayloadTooLarge(
-                f"value is over the {self.broker.settings.max_payload}-byte limit"
-            )
+        self._check_outcome(state, len(value) + len(value_headers))
         raw = await self.broker.script(
             "fulfill",
             [self.keys.promise(fence.task_id)],
             [*fence.args(), state, value, value_headers],
         )
         return parse_promise(raw)
+
+    def _check_outcome(self, state: str, size: int) -> None:
+        if state not in ("resolved", "rejected"):
+            raise BadInput(f"a task settles resolved or rejected, not {state!r}")
+        if size > self.broker.settings.max_payload:
+            raise PayloadTooLarge(
+                f"value is over the {self.broker.settings.max_payload}-byte limit"
+            )
 
     async def fulfill_and_claim(
         self, fence: Fence, state: str, value: bytes, base: str
@@ -145,12 +148,7 @@ class TaskQueue:
         the stream had nothing undelivered) and task ids dead-lettered on the way. If the
         reply is lost, the claimed task is never run here: it is taken over after the ttl
         like any silent holder's (so a retry of a lost reply should use :meth:`fulfill`)."""
-        if state not in ("resolved", "rejected"):
-            raise BadInput(f"a task settles resolved or rejected, not {state!r}")
-        if len(value) > self.broker.settings.max_payload:
-            raise PayloadTooLarge(
-                f"value is over the {self.broker.settings.max_payload}-byte limit"
-            )
+        self._check_outcome(state, len(value))
         raw = await self.broker.script(
             "fulfill",
             [self.keys.promise(fence.task_id)],

@@ -15,10 +15,11 @@ from lb.broker.status import forget as forget_workers
 from lb.broker.status import snapshot
 from lb.cli.common import handle_errors, prefix_option, redis_option, settings_from
 
-__all__ = ["forget", "status"]
+__all__ = ["forget", "status", "with_broker"]
 
 
-async def _with_broker(settings: Any, fn: Any) -> Any:
+async def with_broker(settings: Any, fn: Any) -> Any:
+    """``await fn(broker)`` on a Broker of ``settings`` that is closed afterwards."""
     b = Broker(settings)
     try:
         return await fn(b)
@@ -33,7 +34,7 @@ async def _with_broker(settings: Any, fn: Any) -> Any:
 @handle_errors
 def status(as_json: bool, redis_url: str | None, prefix: str) -> None:
     """Groups, workers (state, running, done, takeovers, holds), backlog, calls by state."""
-    snap = asyncio.run(_with_broker(settings_from(redis_url, prefix), snapshot))
+    snap = asyncio.run(with_broker(settings_from(redis_url, prefix), snapshot))
     if as_json:
         click.echo(json.dumps(snap))
         return
@@ -71,7 +72,7 @@ def forget(workers: tuple[str, ...], gone: bool, redis_url: str | None, prefix: 
         raise BadInput("name the workers to forget, or pass --gone (not both)")
     settings = settings_from(redis_url, prefix)
     dropped = asyncio.run(
-        _with_broker(settings, lambda b: forget_workers(b, None if gone else list(workers)))
+        with_broker(settings, lambda b: forget_workers(b, None if gone else list(workers)))
     )
     missing = sorted(set(workers) - set(dropped))
     if missing:

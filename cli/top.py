@@ -26,6 +26,7 @@ from lb.broker.client import Broker
 from lb.broker.errors import RedisUnavailable
 from lb.broker.status import snapshot
 from lb.cli.common import Seconds, handle_errors, prefix_option, redis_option, settings_from
+from lb.cli.status import with_broker
 
 __all__ = ["HIGHLIGHT_MS", "render", "short_id", "top"]
 
@@ -169,14 +170,6 @@ async def _loop(settings: Any, interval: float, console: Console) -> None:
         await broker.close()
 
 
-async def _once(settings: Any) -> dict[str, Any]:
-    broker = Broker(settings)
-    try:
-        return await snapshot(broker)
-    finally:
-        await broker.close()
-
-
 @click.command()
 @click.option("--interval", default=0.5, show_default=True, type=Seconds(0.05, 60))
 @click.option("--once", is_flag=True, help="Print one frame and exit (for scripts).")
@@ -191,7 +184,7 @@ def top(interval: float, once: bool, redis_url: str | None, prefix: str) -> None
     settings = settings_from(redis_url, prefix)
     console = Console()
     if once:
-        console.print(render(asyncio.run(_once(settings))))
+        console.print(render(asyncio.run(with_broker(settings, snapshot))))
         return
     try:
         asyncio.run(_loop(settings, interval, console))

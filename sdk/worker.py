@@ -260,12 +260,15 @@ class Worker(RidesOutages, Health, Upkeep):
             except Exception as exc:  # never let the loop die
                 await self._guard("claim", exc)
 
-    def _took(self, held: list[Claimed], dead: list[str]) -> None:
-        """Start what a claim (a read, or a completion's next claim) brought."""
+    def _took(self, held: list[Claimed], dead: list[str], silent: bool = False) -> None:
+        """Start what a claim brought: a read, a completion's next claim, or (``silent``) a
+        takeover pass, whose every task is a takeover of a holder silent past its ttl."""
         for tid in dead:
             self._emit("dead-letter", id=tid, reason="dead-lettered")
         for c in held:
-            if c.previous_holder:  # requeued after its holder died (its connection was gone)
+            if silent:
+                self._emit_takeover(c, "lapsed")
+            elif c.previous_holder:  # requeued after its holder died (its connection was gone)
                 self._emit_takeover(c, "gone")
             self._begin(c)
         self._run_alone()
@@ -308,12 +311,7 @@ class Worker(RidesOutages, Health, Upkeep):
         if group != self.group or self.free <= 0:
             return 0
         held, dead_ids = await self.queue.takeover(ttl_ms, self.free)
-        for tid in dead_ids:
-            self._emit("dead-letter", id=tid, reason="dead-lettered")
-        for c in held:
-            self._emit_takeover(c, "lapsed")  # its holder was silent past its ttl
-            self._begin(c)
-        self._run_alone()
+        self._took(held, dead_ids, silent=True)
         return len(held)
 
     # -- execution ------------------------------------------------------------------------

@@ -227,34 +227,23 @@ class Driver:
         t.steps[t.awaited] = "resolved"
         t.task, t.awaited = "pending", None
 
-    async def op_fulfill(self, w: str) -> None:
+    async def op_fulfill(self, w: str, claim_next: bool = False) -> None:
+        """A completion; with ``claim_next``, one that also claims the group's next
+        undelivered entry in the same step (fulfill_and_claim)."""
         mine = self.held_by(w)
         if not mine:
             return
         t = self.rng.choice(mine)
         late = await self._expired(t)
+        held: list[Any] = []
+        dead: list[str] = []
         try:
-            p = await self.queues[w].fulfill(self.fence(t), "resolved", b"done")
-        except Fenced:
-            if late:
-                self._timed_out_now(t)
-                return
-            raise Violation(f"holder {t.holder} of {t.id} fenced on fulfill") from None
-        if late and p.state != "rejected_timedout":
-            raise Violation(f"{t.id} completed {p.state} after its deadline")
-        self._settled(t, p.state)
-
-    async def op_fulfill_next(self, w: str) -> None:
-        """A completion that claims the group's next undelivered entry in the same step."""
-        mine = self.held_by(w)
-        if not mine:
-            return
-        t = self.rng.choice(mine)
-        late = await self._expired(t)
-        try:
-            state, held, dead = await self.queues[w].fulfill_and_claim(
-                self.fence(t), "resolved", b"done", self.base
-            )
+            if claim_next:
+                state, held, dead = await self.queues[w].fulfill_and_claim(
+                    self.fence(t), "resolved", b"done", self.base
+                )
+            else:
+                state = (await self.queues[w].fulfill(self.fence(t), "resolved", b"done")).state
         except Fenced:
             if late:
                 self._timed_out_now(t)
@@ -364,7 +353,7 @@ class Driver:
             (2, "suspend", lambda: self.op_suspend(w)),
             (2, "resume", self.op_resume),
             (1.5, "fulfill", lambda: self.op_fulfill(w)),
-            (1.5, "fulfill-next", lambda: self.op_fulfill_next(w)),
+            (1.5, "fulfill-next", lambda: self.op_fulfill(w, claim_next=True)),
             (1, "release", lambda: self.op_release(w)),
             (1, "stale-write", self.op_stale_write),
             (0.5, "cancel", self.op_cancel),
