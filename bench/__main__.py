@@ -40,6 +40,8 @@ LB_ONLY = (
     "hot_drain_per_s",
     "hot_drain_metrics_per_s",
     "metrics_cost_ratio",
+    "hot_drain_traced_per_s",
+    "tracing_cost_ratio",
 )
 
 

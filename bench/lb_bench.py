@@ -202,12 +202,17 @@ def rates(url: str, n: int, concurrency: int = 8, func: str = "echo") -> dict[st
     return out
 
 
-def hot_drain(url: str, n: int, metrics: bool, concurrency: int = 8) -> float:
+def hot_drain(
+    url: str, n: int, metrics: bool, concurrency: int = 8, traced: bool = False
+) -> float:
     """Calls per second two running workers drain from a backlog of ``n`` (enqueued while
     they were stopped, SIGSTOP: no process start in the figure), with or without their
-    metrics endpoint (``--metrics-port 0``): the cost of the metrics."""
+    metrics endpoint (``--metrics-port 0``): the cost of the metrics. ``traced``: the calls
+    carry a trace context and the workers trace them (spans exported to /dev/null)."""
     prefix = "b" + uuid.uuid4().hex[:6]
-    extra = ("--metrics-port", "0") if metrics else ()
+    extra: tuple[str, ...] = ("--metrics-port", "0") if metrics else ()
+    if traced:
+        extra += ("--trace", "console", "--trace-file", os.devnull)
     procs = start_workers(url, prefix, 2, concurrency, extra=extra)
     r = Resonate.remote(url, group="bench", prefix=prefix)
     try:
@@ -216,7 +221,17 @@ def hot_drain(url: str, n: int, metrics: bool, concurrency: int = 8) -> float:
         wait_resolved(url, prefix, 1)
         for p in procs:
             p.send_signal(signal.SIGSTOP)
-        opts.begin_rpc_many("echo", [(f"h-{i}", (i,)) for i in range(n)])
+        if traced:
+            from opentelemetry.sdk.trace import TracerProvider
+
+            from lb.sdk import tracing
+
+            tracing.enable(TracerProvider())
+        try:
+            opts.begin_rpc_many("echo", [(f"h-{i}", (i,)) for i in range(n)])
+        finally:
+            if traced:
+                tracing.disable()
         t0 = time.monotonic()
         for p in procs:
             p.send_signal(signal.SIGCONT)
@@ -366,6 +381,7 @@ def main() -> None:
                 redis.Redis.from_url(url).flushall()
             res["hot_drain_per_s"] = hot_drain(url, a.size, metrics=False)
             res["hot_drain_metrics_per_s"] = hot_drain(url, a.size, metrics=True)
+            res["hot_drain_traced_per_s"] = hot_drain(url, a.size, metrics=False, traced=True)
             res.update(latency(url, a.latency_count))
             res["ceiling_per_s"] = asyncio.run(_ceiling(url, a.size))
             res["load_avg_1m"] = os.getloadavg()[0]
@@ -386,6 +402,7 @@ def main() -> None:
                 med.update({f"recovery_{label}_{k}": v for k, v in rec.items()})
             med.update(false_takeovers(url, 1.0))
         med["metrics_cost_ratio"] = med["hot_drain_metrics_per_s"] / med["hot_drain_per_s"]
+        med["tracing_cost_ratio"] = med["hot_drain_traced_per_s"] / med["hot_drain_per_s"]
         med["redis_version"] = redis.Redis.from_url(url).info()["redis_version"]
         print(json.dumps(med, indent=2))
         if a.json:

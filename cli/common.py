@@ -107,6 +107,35 @@ retention_option = click.option(
 )
 
 
+def trace_option(fn: F) -> F:
+    """``--trace otlp|console`` and ``--trace-file``: OpenTelemetry spans of the calls this
+    command makes or runs (sdk/tracing; the ``otel`` extra). Off by default."""
+    fn = click.option(
+        "--trace-file",
+        envvar="LB_TRACE_FILE",
+        default=None,
+        show_envvar=True,
+        help="With --trace console: append the spans here (one JSON per line), not stderr.",
+    )(fn)
+    return click.option(
+        "--trace",
+        type=click.Choice(["off", "console", "otlp"]),
+        envvar="LB_TRACE",
+        default="off",
+        show_default=True,
+        show_envvar=True,
+        help="OpenTelemetry traces: otlp ($OTEL_EXPORTER_OTLP_ENDPOINT) or console.",
+    )(fn)
+
+
+def start_tracing(trace: str, trace_file: str | None, service: str) -> None:
+    """Turn tracing on for this process as ``--trace`` asks (nothing for ``off``)."""
+    if trace != "off":
+        from lb.sdk import tracing
+
+        tracing.configure(trace, trace_file, service)
+
+
 def retention_ms(seconds: float | None) -> int | None:
     """``--retention`` in ms (None: the settings' default, or ``$LB_RETENTION``)."""
     return None if seconds is None else round(seconds * 1000)

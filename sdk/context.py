@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from lb.broker.codec import decode, encode
 from lb.broker.errors import BadInput, Fenced, PromiseRejected, RedisUnavailable
 from lb.broker.records import Claimed, Fence, Promise
+from lb.sdk import tracing
 from lb.sdk.durations import seconds_to_ms
 from lb.sdk.encoding import Call, decode_error, encode_error
 from lb.sdk.retry import Exponential, RetryPolicy
@@ -99,6 +100,7 @@ class Execution:
     # Final step outcomes raised in this delivery (kept as objects: an id() could be reused).
     final: list[BaseException] = field(default_factory=list, repr=False)
     task: asyncio.Task[Any] | None = field(default=None, repr=False)
+    span: Any = field(default=None, repr=False)  # its lb.run span while tracing (sdk/tracing)
 
     @property
     def id(self) -> str:
@@ -194,23 +196,24 @@ class AsyncContext:
 
     async def _rpc_open(
         self,
+        cid: str,
         func: str,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         target: str | None,
         timeout: float | None,
+        span: Any,
     ) -> Promise:
-        cid = self._ex.child_id()
         group = parse_target(target) if target else self._w.group
-        param = Call(func, list(args), kwargs, parent=self.id).encode(self._w.settings.max_payload)
+        call = Call(func, list(args), kwargs, parent=self.id, tc=tracing.carrier(span))
+        param = call.encode(self._w.settings.max_payload)
         extra: dict[str, Any] = {"param": param, "group": group}
         if timeout is not None:
             extra["timeout_ms"] = seconds_to_ms(timeout)
         return await self._open(cid, **extra)
 
-    async def _sleep_open(self, seconds: float) -> float | None:
+    async def _sleep_open(self, cid: str, seconds: float) -> float | None:
         """Create the timer; seconds left to wait here, or None when it already fired."""
-        cid = self._ex.child_id()
         p, now = await self._open_at(
             cid,
             timeout_ms=seconds_to_ms(seconds, "sleep"),
@@ -235,15 +238,29 @@ class AsyncContext:
         """
         args, opts = _split_options(args)
         cid = self._ex.child_id()
+        with tracing.step(self._ex.span, "run", cid) as span:
+            return await self._run(cid, span, opts, fn, args, kwargs)
+
+    async def _run(
+        self,
+        cid: str,
+        span: Any,
+        opts: StepOptions,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
         p = await self._open(cid)
         if p.settled:
+            tracing.mark(span, replayed=True)
             return self._value(p)
         tries = 0
         while True:
             try:
-                result = fn(*args, **kwargs)
-                if inspect.isawaitable(result):
-                    result = await result
+                with tracing.current(span):
+                    result = fn(*args, **kwargs)
+                    if inspect.isawaitable(result):
+                        result = await result
             except (Suspend, Lost, RedisUnavailable):
                 raise  # an outage is not the step's failure: leave the step open for the re-run
             except Exception as exc:
@@ -272,19 +289,25 @@ class AsyncContext:
         If the child is not settled yet, this task suspends (its slot is freed) and re-runs
         from the top once the child settles.
         """
-        p = await self._rpc_open(func, args, kwargs, target, timeout)
-        if p.settled:
-            return self._value(p)
-        raise Suspend([p.id])
+        cid = self._ex.child_id()
+        with tracing.step(self._ex.span, "rpc", cid) as span:
+            p = await self._rpc_open(cid, func, args, kwargs, target, timeout, span)
+            if p.settled:
+                tracing.mark(span, replayed=True)
+                return self._value(p)
+            raise Suspend([p.id])
 
     async def sleep(self, duration: float | timedelta) -> None:
         """Durable sleep: the deadline is fixed when first reached, so a re-run after a crash
         waits only what remains. Short sleeps wait in the slot; sleeps longer than the
         worker's ``suspend_after`` suspend the task instead."""
-        left = await self._sleep_open(_seconds(duration))
-        if left:
-            await asyncio.sleep(left)
-        self._check()
+        cid = self._ex.child_id()
+        with tracing.step(self._ex.span, "sleep", cid) as span:
+            left = await self._sleep_open(cid, _seconds(duration))
+            tracing.mark(span, replayed=left is None)
+            if left:
+                await asyncio.sleep(left)
+            self._check()
 
     async def promise(self, timeout: float | None = None) -> str:
         """Create a promise someone outside settles (``lb resolve ID``); returns its id.
@@ -293,7 +316,8 @@ class AsyncContext:
         """
         cid = self._ex.child_id()
         kw: dict[str, Any] = {} if timeout is None else {"timeout_ms": seconds_to_ms(timeout)}
-        await self._open(cid, **kw)
+        with tracing.step(self._ex.span, "promise", cid):
+            await self._open(cid, **kw)
         return cid
 
     async def wait(self, promise_id: str) -> Any:
@@ -309,10 +333,12 @@ class AsyncContext:
                 f"cannot wait on {promise_id!r} from {self.id!r}: they live in different shards "
                 "(a call can wait on its own steps and on promises with its root's id prefix)"
             )
-        p = await self._w.broker.get(promise_id)
-        if p.settled:
-            return self._value(p)
-        raise Suspend([promise_id])
+        with tracing.step(self._ex.span, "wait", promise_id) as span:
+            p = await self._w.broker.get(promise_id)
+            if p.settled:
+                tracing.mark(span, replayed=True)
+                return self._value(p)
+            raise Suspend([promise_id])
 
 
 class Context:
@@ -338,13 +364,28 @@ class Context:
         a = self._a
         args, opts = _split_options(args)
         cid = a._ex.child_id()
+        with tracing.step(a._ex.span, "run", cid) as span:
+            return self._run(cid, span, opts, fn, args, kwargs)
+
+    def _run(
+        self,
+        cid: str,
+        span: Any,
+        opts: StepOptions,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        a = self._a
         p = self._io.call(a._open(cid))
         if p.settled:
+            tracing.mark(span, replayed=True)
             return a._value(p)
         tries = 0
         while True:
             try:
-                result = fn(*args, **kwargs)
+                with tracing.current(span):
+                    result = fn(*args, **kwargs)
             except (Suspend, Lost, RedisUnavailable):
                 raise  # an outage is not the step's failure: leave the step open for the re-run
             except Exception as exc:
@@ -376,15 +417,22 @@ class Context:
         **kwargs: Any,
     ) -> Any:
         """See :meth:`AsyncContext.rpc`."""
-        p = self._io.call(self._a._rpc_open(func, args, kwargs, target, timeout))
-        if p.settled:
-            return self._a._value(p)
-        raise Suspend([p.id])
+        a = self._a
+        cid = a._ex.child_id()
+        with tracing.step(a._ex.span, "rpc", cid) as span:
+            p = self._io.call(a._rpc_open(cid, func, args, kwargs, target, timeout, span))
+            if p.settled:
+                tracing.mark(span, replayed=True)
+                return a._value(p)
+            raise Suspend([p.id])
 
     def sleep(self, duration: float | timedelta) -> None:
         """See :meth:`AsyncContext.sleep`; waits on this thread, stopping early if lost."""
-        left = self._io.call(self._a._sleep_open(_seconds(duration)))
-        self._wait(left or 0.0)
+        cid = self._a._ex.child_id()
+        with tracing.step(self._a._ex.span, "sleep", cid) as span:
+            left = self._io.call(self._a._sleep_open(cid, _seconds(duration)))
+            tracing.mark(span, replayed=left is None)
+            self._wait(left or 0.0)
 
     def promise(self, timeout: float | None = None) -> str:
         """See :meth:`AsyncContext.promise`."""

@@ -1,7 +1,8 @@
 """How calls, values and errors are laid out inside promises (msgpack, never pickle).
 
 * params of a function call: ``{"func": name, "args": [...], "kwargs": {...}, "v": version}``
-  (version 0: the highest a worker has) plus ``"parent": id`` for children of ``ctx.rpc``;
+  (version 0: the highest a worker has) plus ``"parent": id`` for children of ``ctx.rpc`` and
+  ``"tc": {"traceparent": ...}`` (W3C trace context) for a call made while tracing;
 * a resolved value: the msgpack of the value itself;
 * a rejected value: ``{"type": exception type name, "message": str(exception)}``.
 """
@@ -14,6 +15,7 @@ from typing import Any
 from lb.broker.codec import decode, encode
 from lb.broker.errors import BadInput
 from lb.broker.keys import check_func_name
+from lb.sdk.tracing import check_carrier
 
 __all__ = ["Call", "decode_error", "encode_error", "safe_str"]
 
@@ -25,6 +27,7 @@ class Call:
     kwargs: dict[str, Any] = field(default_factory=dict)
     version: int = 0  # 0: whichever version is the highest on the worker that runs it
     parent: str | None = None
+    tc: dict[str, str] | None = None  # the invoking span's trace context (sdk/tracing)
 
     def encode(self, max_payload: int) -> bytes:
         body: dict[str, Any] = {
@@ -35,6 +38,8 @@ class Call:
         }
         if self.parent:
             body["parent"] = self.parent
+        if self.tc:
+            body["tc"] = self.tc
         return encode(body, max_payload, what=f"arguments of {self.func}")
 
     @classmethod
@@ -55,7 +60,7 @@ class Call:
         bad_version = isinstance(version, bool) or not isinstance(version, int) or version < 0
         if bad_version or (parent is not None and not isinstance(parent, str)):
             raise BadInput("task params have a malformed version or parent")
-        return cls(func, args, kwargs, version, parent)
+        return cls(func, args, kwargs, version, parent, check_carrier(body.get("tc")))
 
 
 def safe_str(exc: BaseException | None) -> str:

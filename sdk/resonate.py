@@ -34,6 +34,7 @@ from lb.broker.errors import BadInput, LbError, PromiseRejected, WorkerDied
 from lb.broker.keys import check_root_id
 from lb.broker.records import Promise
 from lb.broker.settings import Settings
+from lb.sdk import tracing
 from lb.sdk.durations import check_seconds, seconds_to_ms
 from lb.sdk.encoding import Call, decode_error
 from lb.sdk.endpoints import Endpoints
@@ -49,6 +50,11 @@ log = logging.getLogger("lb.sdk")
 __all__ = ["Handle", "Options", "Resonate", "value_of"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _name(func: str | Callable[..., Any]) -> str:
+    """The registered name of ``func`` (a name, or a registered function object)."""
+    return func if isinstance(func, str) else str(getattr(func, "name", func.__name__))
 
 
 def value_of(p: Promise, max_payload: int) -> Any:
@@ -121,17 +127,28 @@ class Options:
     ) -> Handle:
         """Invoke and return at once, the call durably stored. On the caller's own thread
         (broker/direct.py) once the first call has checked the server; else on the I/O loop."""
-        direct = self._r._direct()
-        if direct is None:
-            return self._r._io.call(self._begin(promise_id, func, args, kwargs, wait=False))[0]
-        _, p = direct.create(
-            promise_id,
-            self._param(promise_id, func, args, kwargs),
-            group=self.group,
-            timeout_ms=None if self.timeout is None else seconds_to_ms(self.timeout),
-            retention_ms=self.retention_ms,
-        )
-        return Handle(self._r, promise_id, p)
+        span = tracing.start_invoke(promise_id, _name(func), self.group, False)
+        try:
+            direct = self._r._direct()
+            tc = tracing.carrier(span)
+            if direct is None:
+                handle = self._r._io.call(
+                    self._begin(promise_id, func, args, kwargs, wait=False, tc=tc)
+                )[0]
+            else:
+                _, p = direct.create(
+                    promise_id,
+                    self._param(promise_id, func, args, kwargs, tc),
+                    group=self.group,
+                    timeout_ms=None if self.timeout is None else seconds_to_ms(self.timeout),
+                    retention_ms=self.retention_ms,
+                )
+                handle = Handle(self._r, promise_id, p)
+        except BaseException as exc:
+            tracing.end(span, exc)
+            raise
+        tracing.end(span)
+        return handle
 
     def _param(
         self,
@@ -139,15 +156,25 @@ class Options:
         func: str | Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
+        tc: dict[str, str] | None = None,
     ) -> bytes:
         check_root_id(promise_id)
-        name = func if isinstance(func, str) else getattr(func, "name", func.__name__)
-        return Call(name, list(args), kwargs, self.version).encode(self._r.settings.max_payload)
+        call = Call(_name(func), list(args), kwargs, self.version, tc=tc)
+        return call.encode(self._r.settings.max_payload)
 
     def rpc(
         self, promise_id: str, func: str | Callable[..., Any], *args: Any, **kwargs: Any
     ) -> Any:
-        return self._r._io.call(self._rpc(promise_id, func, args, kwargs)).result()
+        span = tracing.start_invoke(promise_id, _name(func), self.group, True)
+        try:
+            value = self._r._io.call(
+                self._rpc(promise_id, func, args, kwargs, tracing.carrier(span))
+            ).result()
+        except BaseException as exc:
+            tracing.end(span, exc)
+            raise
+        tracing.end(span)
+        return value
 
     def begin_rpc_many(
         self, func: str | Callable[..., Any], calls: Iterable[tuple[str, Sequence[Any]]]
@@ -157,16 +184,27 @@ class Options:
         Returns the handles in order once every promise is stored. Each id follows the usual
         rule (an existing id attaches). Bounded like single calls: a huge batch waits for room.
         """
-        return self._r._io.call(self._begin_many(func, list(calls)))
+        items = list(calls)
+        span = tracing.start_invoke(f"{len(items)} calls", _name(func), self.group, False)
+        try:
+            handles = self._r._io.call(self._begin_many(func, items, tracing.carrier(span)))
+        except BaseException as exc:
+            tracing.end(span, exc)
+            raise
+        tracing.end(span)
+        return handles
 
     async def _begin_many(
-        self, func: str | Callable[..., Any], calls: list[tuple[str, Sequence[Any]]]
+        self,
+        func: str | Callable[..., Any],
+        calls: list[tuple[str, Sequence[Any]]],
+        tc: dict[str, str] | None,
     ) -> list[Handle]:
         r = self._r
-        name = func if isinstance(func, str) else getattr(func, "name", func.__name__)
+        name = _name(func)
         limit = r.settings.max_payload
         items = [
-            (check_root_id(pid), Call(name, list(args), version=self.version).encode(limit))
+            (check_root_id(pid), Call(name, list(args), version=self.version, tc=tc).encode(limit))
             for pid, args in calls
         ]
         timeout_ms = None if self.timeout is None else seconds_to_ms(self.timeout)
@@ -177,12 +215,28 @@ class Options:
     async def abegin_rpc(
         self, promise_id: str, func: str | Callable[..., Any], *args: Any, **kwargs: Any
     ) -> Handle:
-        return (await self._r._io.wrap(self._begin(promise_id, func, args, kwargs, False)))[0]
+        span = tracing.start_invoke(promise_id, _name(func), self.group, False)
+        try:
+            begin = self._begin(promise_id, func, args, kwargs, False, tracing.carrier(span))
+            handle = (await self._r._io.wrap(begin))[0]
+        except BaseException as exc:
+            tracing.end(span, exc)
+            raise
+        tracing.end(span)
+        return handle
 
     async def arpc(
         self, promise_id: str, func: str | Callable[..., Any], *args: Any, **kwargs: Any
     ) -> Any:
-        return (await self._r._io.wrap(self._rpc(promise_id, func, args, kwargs))).result()
+        span = tracing.start_invoke(promise_id, _name(func), self.group, True)
+        try:
+            rpc = self._rpc(promise_id, func, args, kwargs, tracing.carrier(span))
+            value = (await self._r._io.wrap(rpc)).result()
+        except BaseException as exc:
+            tracing.end(span, exc)
+            raise
+        tracing.end(span)
+        return value
 
     async def _rpc(
         self,
@@ -190,9 +244,10 @@ class Options:
         func: str | Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
+        tc: dict[str, str] | None = None,
     ) -> Handle:
         """Create and wait in one coroutine on the I/O loop (one thread hop per call)."""
-        handle, fut = await self._begin(promise_id, func, args, kwargs, True)
+        handle, fut = await self._begin(promise_id, func, args, kwargs, True, tc)
         if fut is not None:
             handle._p = await self._until(promise_id, fut)
         return handle
@@ -210,9 +265,10 @@ class Options:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         wait: bool,
+        tc: dict[str, str] | None = None,
     ) -> tuple[Handle, asyncio.Future[Promise] | None]:
         r = self._r
-        param = self._param(promise_id, func, args, kwargs)
+        param = self._param(promise_id, func, args, kwargs, tc)
         timeout_ms = None if self.timeout is None else seconds_to_ms(self.timeout)
         fut = r._listener.expect(promise_id) if wait else None
         try:

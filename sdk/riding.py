@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from lb.broker.errors import RedisUnavailable
 from lb.broker.tasks import TaskQueue
+from lb.sdk import tracing
 from lb.sdk.context import Execution
 from lb.sdk.outage import OutageLog, refusing
 
@@ -77,6 +78,17 @@ class RidesOutages:
         if not held:
             ex.lost = True
         return held
+
+    async def _settle_traced(self, ex: Execution, state: str, data: bytes) -> str:
+        """``_settle`` under an ``lb.settle`` span (while tracing); returns ``state``."""
+        span = tracing.start_child(ex.span, "lb.settle", state=state)
+        try:
+            await self._settle(ex, state, data)
+        except BaseException as exc:
+            tracing.end(span, exc)
+            raise
+        tracing.end(span)
+        return state
 
     async def _settle(self, ex: Execution, state: str, data: bytes) -> None:
         """Fulfill, retrying through a Redis outage of up to OUTAGE_PATIENCE_S (so a finished

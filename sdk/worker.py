@@ -42,6 +42,7 @@ from lb.broker.liveness import Scanner
 from lb.broker.records import Claimed
 from lb.broker.settings import Settings
 from lb.broker.tasks import TaskQueue
+from lb.sdk import tracing
 from lb.sdk.context import AsyncContext, Context, Execution, Lost, Suspend
 from lb.sdk.encoding import Call, encode_error, safe_str
 from lb.sdk.health import Health
@@ -338,6 +339,8 @@ class Worker(RidesOutages, Health, Upkeep):
             return
         if self.metrics is not None:
             self.metrics.claimed(call.func, c.waited_s)
+        if call.tc is not None:
+            tracing.claimed(call.tc, c.task_id, self.pid, c.waited_s, c.previous_holder)
         ex = Execution(c, fence, call, self, is_async_fn=fn.is_async)
         self.running[c.task_id] = ex
         self._hold(c)
@@ -394,13 +397,15 @@ class Worker(RidesOutages, Health, Upkeep):
         fn = self.registry.get(ex.call.func, ex.call.version).fn
         ex.counter = 0
         if is_async:
-            return await fn(AsyncContext(ex), *ex.call.args, **ex.call.kwargs)
+            with tracing.current(ex.span):
+                return await fn(AsyncContext(ex), *ex.call.args, **ex.call.kwargs)
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         loop = asyncio.get_running_loop()
 
         def body() -> None:
             try:
-                result = fn(Context(ex), *ex.call.args, **ex.call.kwargs)
+                with tracing.current(ex.span):
+                    result = fn(Context(ex), *ex.call.args, **ex.call.kwargs)
             except BaseException as exc:  # delivered to the loop, re-raised there
                 loop.call_soon_threadsafe(_set_exc, fut, exc)
             else:
@@ -411,7 +416,11 @@ class Worker(RidesOutages, Health, Upkeep):
 
     async def _execute(self, ex: Execution, is_async: bool) -> None:
         func = self.registry.get(ex.call.func, ex.call.version)
-        self._emit("start", id=ex.id, func=ex.call.func, attempt=1 + ex.claimed.lapses)
+        attempt = 1 + ex.claimed.lapses
+        self._emit("start", id=ex.id, func=ex.call.func, attempt=attempt)
+        if ex.call.tc is not None:
+            ex.span = tracing.start_run(ex.call.tc, ex.id, ex.call.func, self.pid, attempt)
+        outcome = "error"
         retries = 0
         outage = [0.0, -1.0]  # [start, steps reached at the last failure] of this outage
         try:
@@ -435,11 +444,13 @@ class Worker(RidesOutages, Health, Upkeep):
                         # which raises NotFound there.
                         continue
                     self._emit("suspended", id=ex.id, on=s.awaited)
+                    outcome = "suspended"
                     return
                 except (Lost, asyncio.CancelledError):
                     if not self._stopping and not ex.lost:  # _mark_lost told it already
                         ex.lost = True
                         self._emit("lost", id=ex.id)
+                    outcome = "lost"
                     return
                 except Exception as exc:
                     if redis_down(exc) and not ex.lost:
@@ -458,9 +469,8 @@ class Worker(RidesOutages, Health, Upkeep):
                     delay = None if final else func.retry.delay(retries)
                     if delay is None or ex.lost:
                         ex.ending = True
-                        await self._settle(
-                            ex, "rejected", encode_error(exc, self.settings.max_payload)
-                        )
+                        data = encode_error(exc, self.settings.max_payload)
+                        outcome = await self._settle_traced(ex, "rejected", data)
                         return
                     error = f"{type(exc).__name__}: {safe_str(exc)}"
                     self._emit("retry", id=ex.id, error=error, delay=delay)
@@ -475,13 +485,15 @@ class Worker(RidesOutages, Health, Upkeep):
                 except BadInput as exc:
                     data, state = encode_error(exc, self.settings.max_payload), "rejected"
                 ex.ending = True
-                await self._settle(ex, state, data)
+                outcome = await self._settle_traced(ex, state, data)
                 return
         except Fenced:
+            outcome = "fenced"
             self._emit("fenced", id=ex.id)
         except LbError as exc:
             self._emit("error", id=ex.id, error=str(exc))
         finally:
+            tracing.end(ex.span, outcome=outcome)
             self._end(ex)
 
 

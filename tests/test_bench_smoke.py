@@ -52,6 +52,8 @@ def test_lb_bench_runs_tiny(redis_url: str, tmp_path: Path) -> None:
         "hot_drain_per_s",
         "hot_drain_metrics_per_s",
         "metrics_cost_ratio",
+        "hot_drain_traced_per_s",
+        "tracing_cost_ratio",
     ):
         assert data[key] > 0, key
     assert data["stream_len"] == 0

@@ -77,6 +77,22 @@ def parent(ctx: Context, n: int) -> int:
     return int(ctx.rpc("child", n)) + int(ctx.rpc("child", n + 1))
 
 
+def traced(ctx: Context, n: int) -> int:
+    """One of each step kind, for the tracing test: a checkpoint (which opens a span of its
+    own, as user code would), a child on the group, a short durable sleep."""
+
+    def inner(k: int) -> int:
+        from opentelemetry import trace
+
+        with trace.get_tracer("user").start_as_current_span("user.work"):
+            return k + 1
+
+    a = int(ctx.run(inner, n))
+    b = int(ctx.rpc("child", n))
+    ctx.sleep(0.05)
+    return a + b
+
+
 def boom(ctx: Context, message: str) -> None:
     journal("boom", ctx.id, ctx.worker, ctx.attempt)
     raise ValueError(message)
@@ -137,6 +153,7 @@ def register(resonate: Resonate) -> None:
     register_demo(resonate)  # compute_something, echo, fail
     for f in (record, grinder, steps, child, parent, boom):
         resonate.register(f, retry=Never())
+    resonate.register(traced, retry=Never())
     resonate.register(flaky, retry=Constant(0.1, 3))
     resonate.register(flaky, name="flaky_never", retry=Never())
     resonate.register(async_sleeper, retry=Never())

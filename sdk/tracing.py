@@ -1,0 +1,265 @@
+"""OpenTelemetry traces of calls (the optional ``otel`` extra): off by default, free when off.
+
+Spans, all named ``lb.<what>`` with ``lb.*`` attributes (never a value or an argument):
+
+* ``lb.invoke`` (PRODUCER, on the caller): the create of a call; with ``rpc`` (waiting), until
+  its value is back. Its context travels **in the promise** (the call record's ``tc``: W3C
+  ``traceparent`` / ``tracestate``), so the call's spans join the caller's trace on any worker.
+* ``lb.claim`` (on the worker, child of the invoke): from the call's creation to its claim, so
+  the wait in the queue shows as a span; ``lb.waited_ms``, ``lb.takeover`` (the claim took it
+  from a dead or silent holder).
+* ``lb.run`` (CONSUMER, child of the invoke): one execution of the function on one worker, with
+  ``lb.outcome`` (resolved, rejected, suspended, lost, fenced, error). A call that suspends,
+  is taken over or retried has one ``lb.run`` per execution, all in the same trace.
+* ``lb.step`` (children of the run): ``ctx.run``, ``ctx.sleep``, ``ctx.rpc``, ``ctx.promise``,
+  ``ctx.wait``, with ``lb.step`` (the kind), ``lb.step_id`` and ``lb.replayed`` (its outcome
+  came from the promise, the step did not run again). A ``ctx.rpc`` child's record carries
+  the step's context: the child's claim and run, on whatever worker, are children of it.
+* ``lb.settle`` (child of the run): the write of the call's outcome.
+
+Guarantees: with tracing off (the default) nothing of OpenTelemetry is imported and every hook
+is one attribute test; with it on, a failure to record never fails a call (OpenTelemetry's
+own API does not raise). Turn it on with :func:`enable` (the global tracer provider, or one
+given), or ``--trace`` on the ``lb`` commands (:func:`configure`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from lb.broker.errors import BadInput
+
+__all__ = ["configure", "disable", "enable", "enabled", "mark", "step"]
+
+_TRACER: Any = None  # an opentelemetry Tracer while enabled, else None
+_NULL: contextlib.nullcontext[None] = contextlib.nullcontext()  # reusable: holds nothing
+_MAX_CARRIER = 1024  # a trace context longer than this is not one (hostile or garbage)
+
+
+def enabled() -> bool:
+    return _TRACER is not None
+
+
+def enable(provider: Any = None) -> None:
+    """Trace calls from now on, into ``provider`` (default: OpenTelemetry's global one).
+
+    Raises :class:`BadInput` when the ``otel`` extra is not installed."""
+    global _TRACER
+    try:
+        from opentelemetry import trace
+    except ImportError:
+        raise BadInput(
+            "tracing needs OpenTelemetry: pip install 'lb[otel]' (opentelemetry-api and -sdk)"
+        ) from None
+    from lb.version import __version__
+
+    _TRACER = trace.get_tracer("lb", __version__, tracer_provider=provider)
+
+
+def disable() -> None:
+    global _TRACER
+    _TRACER = None
+
+
+def configure(exporter: str, path: str | None = None, service: str = "lb") -> Any:
+    """Set up an SDK tracer provider for an ``lb`` command and :func:`enable` it.
+
+    ``exporter``: ``otlp`` (OTLP over HTTP, to ``$OTEL_EXPORTER_OTLP_ENDPOINT``; needs
+    ``opentelemetry-exporter-otlp-proto-http``) or ``console`` (one JSON object per line, to
+    ``path`` or stderr; each span written when it ends, so a kill -9 loses none). Returns the
+    provider (``shutdown()`` flushes it)."""
+    try:
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import (
+            BatchSpanProcessor,
+            ConsoleSpanExporter,
+            SimpleSpanProcessor,
+        )
+    except ImportError:
+        raise BadInput("--trace needs OpenTelemetry: pip install 'lb[otel]'") from None
+    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    if exporter == "console":
+        import sys
+
+        out = open(path, "a", buffering=1, encoding="utf-8") if path else sys.stderr  # noqa: SIM115
+        console = ConsoleSpanExporter(
+            out=out, formatter=lambda span: span.to_json(indent=None) + "\n"
+        )
+        provider.add_span_processor(SimpleSpanProcessor(console))
+    elif exporter == "otlp":
+        try:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[import-not-found,unused-ignore]
+                OTLPSpanExporter,
+            )
+        except ImportError:
+            raise BadInput(
+                "--trace otlp needs pip install opentelemetry-exporter-otlp-proto-http"
+            ) from None
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    else:
+        raise BadInput(f"unknown trace exporter {exporter!r} (otlp or console)")
+    import atexit
+
+    from opentelemetry import trace
+
+    atexit.register(provider.shutdown)  # flushes a batching exporter at a clean exit
+    trace.set_tracer_provider(provider)  # the functions' own spans go with lb's
+    enable(provider)
+    return provider
+
+
+# -- carriers: the trace context in a call record ---------------------------------------------
+def carrier(span: Any) -> dict[str, str] | None:
+    """The W3C trace context of ``span`` as a small dict, for a call record."""
+    if span is None:
+        return None
+    from opentelemetry import trace
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    out: dict[str, str] = {}
+    TraceContextTextMapPropagator().inject(out, context=trace.set_span_in_context(span))
+    return out or None
+
+
+def check_carrier(value: Any) -> dict[str, str] | None:
+    """A call record's ``tc`` if it is a plausible trace context, else None: a malformed one
+    is ignored (the call runs untraced), never a reason to refuse the call."""
+    if not isinstance(value, dict) or len(value) > 4:
+        return None
+    size = 0
+    for k, v in value.items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            return None
+        size += len(k) + len(v)
+    return value if size <= _MAX_CARRIER else None
+
+
+def _parent(tc: dict[str, str] | None) -> Any:
+    if not tc:
+        return None
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    return TraceContextTextMapPropagator().extract(tc)
+
+
+def _under(span: Any) -> Any:
+    from opentelemetry import trace
+
+    return trace.set_span_in_context(span)
+
+
+# -- spans --------------------------------------------------------------------------------------
+def start_invoke(promise_id: str, func: str, group: str, wait: bool) -> Any:
+    """An ``lb.invoke`` span under the caller's current span, or None when off."""
+    if _TRACER is None:
+        return None
+    from opentelemetry.trace import SpanKind
+
+    attrs = {"lb.promise_id": promise_id, "lb.function": func, "lb.group": group, "lb.wait": wait}
+    return _TRACER.start_span("lb.invoke", kind=SpanKind.PRODUCER, attributes=attrs)
+
+
+def end(span: Any, error: BaseException | None = None, **attrs: Any) -> None:
+    """End ``span`` (None: nothing), recording ``error`` as its status."""
+    if span is None:
+        return
+    for k, v in attrs.items():
+        span.set_attribute(f"lb.{k}", v)
+    if error is not None:
+        from opentelemetry.trace import Status, StatusCode
+
+        span.record_exception(error)
+        span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+    span.end()
+
+
+def claimed(
+    tc: dict[str, str] | None, promise_id: str, worker: str, waited_s: float, previous: str | None
+) -> None:
+    """Record an ``lb.claim`` span covering the call's wait (its entry's enqueue to now);
+    ``previous``: the holder it was taken from."""
+    if _TRACER is None:
+        return
+    now = time.time_ns()
+    start = now - max(0, int(waited_s * 1e9))
+    attrs = {
+        "lb.promise_id": promise_id,
+        "lb.worker": worker,
+        "lb.waited_ms": round(waited_s * 1000, 3),
+        "lb.takeover": previous is not None,
+    }
+    if previous is not None:
+        attrs["lb.previous_holder"] = previous
+    span = _TRACER.start_span("lb.claim", context=_parent(tc), start_time=start, attributes=attrs)
+    span.end(end_time=now)
+
+
+def start_run(
+    tc: dict[str, str] | None, promise_id: str, func: str, worker: str, attempt: int
+) -> Any:
+    if _TRACER is None:
+        return None
+    from opentelemetry.trace import SpanKind
+
+    attrs = {
+        "lb.promise_id": promise_id,
+        "lb.function": func,
+        "lb.worker": worker,
+        "lb.attempt": attempt,
+    }
+    return _TRACER.start_span(
+        "lb.run", context=_parent(tc), kind=SpanKind.CONSUMER, attributes=attrs
+    )
+
+
+def start_child(parent: Any, name: str, **attrs: Any) -> Any:
+    """A span named ``name`` under ``parent`` (None when off or without a parent)."""
+    if _TRACER is None or parent is None:
+        return None
+    return _TRACER.start_span(
+        name, context=_under(parent), attributes={f"lb.{k}": v for k, v in attrs.items()}
+    )
+
+
+def current(span: Any) -> contextlib.AbstractContextManager[Any]:
+    """Make ``span`` the current span for the block (user code's own spans nest under it)."""
+    if span is None:
+        return _NULL
+    from opentelemetry import trace
+
+    return trace.use_span(
+        span, end_on_exit=False, record_exception=False, set_status_on_exception=False
+    )
+
+
+def step(parent: Any, kind: str, step_id: str) -> contextlib.AbstractContextManager[Any]:
+    """An ``lb.step`` span for the block (yields it, or None when off): ends with the block,
+    an exception recorded as its error, a suspension or a lost hold as ``lb.outcome``."""
+    if _TRACER is None or parent is None:
+        return _NULL
+    return _step(start_child(parent, "lb.step", step=kind, step_id=step_id, replayed=False))
+
+
+@contextlib.contextmanager
+def _step(span: Any) -> Iterator[Any]:
+    try:
+        yield span
+    except Exception as exc:
+        end(span, exc)
+        raise
+    except BaseException as exc:  # Suspend, Lost, cancellation: control flow, not a failure
+        end(span, outcome=type(exc).__name__.lower())
+        raise
+    else:
+        end(span)
+
+
+def mark(span: Any, **attrs: Any) -> None:
+    """Set ``lb.<k>`` attributes on ``span`` (None: nothing)."""
+    if span is not None:
+        for k, v in attrs.items():
+            span.set_attribute(f"lb.{k}", v)
