@@ -202,9 +202,7 @@ def rates(url: str, n: int, concurrency: int = 8, func: str = "echo") -> dict[st
     return out
 
 
-def hot_drain(
-    url: str, n: int, metrics: bool, concurrency: int = 8, traced: bool = False
-) -> float:
+def hot_drain(url: str, n: int, metrics: bool, concurrency: int = 8, traced: bool = False) -> float:
     """Calls per second two running workers drain from a backlog of ``n`` (enqueued while
     they were stopped, SIGSTOP: no process start in the figure), with or without their
     metrics endpoint (``--metrics-port 0``): the cost of the metrics. ``traced``: the calls

@@ -32,6 +32,8 @@ from lb.cli.common import (
     retention_ms,
     retention_option,
     settings_from,
+    start_tracing,
+    trace_option,
 )
 from lb.sdk.encoding import decode_error
 from lb.sdk.resonate import Resonate
@@ -117,6 +119,7 @@ def server(port: int, directory: str) -> None:
     help="Serve /metrics (Prometheus), /livez and /readyz on this port.",
 )
 @click.option("--metrics-host", default="0.0.0.0", show_default=True, envvar="LB_METRICS_HOST")
+@trace_option
 @retention_option
 @redis_option
 @prefix_option
@@ -133,6 +136,8 @@ def worker(
     alive_file: str | None,
     metrics_port: int | None,
     metrics_host: str,
+    trace: str,
+    trace_file: str | None,
     retention: float | None,
     redis_url: str | None,
     prefix: str,
@@ -145,6 +150,7 @@ def worker(
         redis_url, prefix, ttl_ms=int(ttl * 1000), retention_ms=retention_ms(retention)
     )
     logs.setup("warning" if quiet and log_level == "info" else log_level, log_format)
+    start_tracing(trace, trace_file, "lb-worker")
     r = Resonate(settings, group, pid=name, concurrency=concurrency, on_event=logs.event_logger())
     setup(r)
     if metrics_port is not None:
@@ -205,6 +211,7 @@ def _start_patiently(r: Resonate) -> None:
     envvar="LB_TIMEOUT",
     help="Seconds to wait with --wait (the promise itself is untouched).",
 )
+@trace_option
 @retention_option
 @redis_option
 @prefix_option
@@ -218,6 +225,8 @@ def invoke(
     wait: bool,
     as_json: bool,
     timeout: float | None,
+    trace: str,
+    trace_file: str | None,
     retention: float | None,
     redis_url: str | None,
     prefix: str,
@@ -239,6 +248,7 @@ def invoke(
     if not isinstance(args, list):
         raise BadInput("--args must be a JSON list")
     settings = settings_from(redis_url, prefix)
+    start_tracing(trace, trace_file, "lb-invoke")
     known = asyncio.run(_known(settings, group))
     if known is not None and func not in known:
         raise UnknownFunction(
@@ -345,6 +355,7 @@ for _state, _name, _help in (
 def main() -> None:
     from lb.cli.acl import acl
     from lb.cli.alive import alive
+    from lb.cli.dashboard import dashboard
     from lb.cli.demo import demo
     from lb.cli.exporter import exporter
     from lb.cli.status import forget, status
@@ -356,6 +367,7 @@ def main() -> None:
     cli.add_command(top)
     cli.add_command(forget)
     cli.add_command(exporter)
+    cli.add_command(dashboard)
     cli.add_command(demo)
     for command in cli.commands.values():  # every LB_* variable shows in --help
         for param in command.params:

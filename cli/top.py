@@ -28,7 +28,7 @@ from lb.broker.status import snapshot
 from lb.cli.common import Seconds, handle_errors, prefix_option, redis_option, settings_from
 from lb.cli.status import with_broker
 
-__all__ = ["HIGHLIGHT_MS", "render", "short_id", "top"]
+__all__ = ["HIGHLIGHT_MS", "render", "share", "short_id", "top"]
 
 HIGHLIGHT_MS = 10_000
 TAKEOVERS_SHOWN = 5
@@ -48,7 +48,9 @@ def _clock(ms: float) -> str:
     return time.strftime("%H:%M:%S", time.gmtime(ms / 1000))
 
 
-def _pct(part: int, whole: int) -> str:
+def share(part: int, whole: int) -> str:
+    """A worker's share of its group's ``whole`` as lb top and lb dashboard show it: a whole
+    percent (``33%``), or ``-`` when the group has none."""
     return f"{100 * part / whole:.0f}%" if whole else "-"
 
 
@@ -85,9 +87,9 @@ def _group_table(name: str, grp: dict[str, Any]) -> Table:
             w,
             Text(wi["state"], style=_STATE_STYLE.get(wi["state"], "")),
             str(wi["running"]),
-            _pct(wi["running"], running),
+            share(wi["running"], running),
             str(wi["done"]),
-            _pct(wi["done"], done),
+            share(wi["done"], done),
             str(wi["takeovers"]),
             _holds(wi["held"], wi["running"]),
             style=style,
