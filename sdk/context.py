@@ -101,6 +101,7 @@ class Execution:
     final: list[BaseException] = field(default_factory=list, repr=False)
     task: asyncio.Task[Any] | None = field(default=None, repr=False)
     span: Any = field(default=None, repr=False)  # its lb.run span while tracing (sdk/tracing)
+    tc: dict[str, str] | None = field(default=None, repr=False)  # the trace its spans join
 
     @property
     def id(self) -> str:

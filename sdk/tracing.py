@@ -7,7 +7,8 @@ Spans, all named ``lb.<what>`` with ``lb.*`` attributes (never a value or an arg
   ``traceparent`` / ``tracestate``), so the call's spans join the caller's trace on any worker.
 * ``lb.claim`` (on the worker, child of the invoke): from the call's creation to its claim, so
   the wait in the queue shows as a span; ``lb.waited_ms``, ``lb.takeover`` (the claim took it
-  from a dead or silent holder).
+  from a dead or silent holder). A call made untraced, on a traced worker, gets a trace of
+  its own per execution, rooted at its claim.
 * ``lb.run`` (CONSUMER, child of the invoke): one execution of the function on one worker, with
   ``lb.outcome`` (resolved, rejected, suspended, lost, fenced, error). A call that suspends,
   is taken over or retried has one ``lb.run`` per execution, all in the same trace.
@@ -179,11 +180,12 @@ def end(span: Any, error: BaseException | None = None, **attrs: Any) -> None:
 
 def claimed(
     tc: dict[str, str] | None, promise_id: str, worker: str, waited_s: float, previous: str | None
-) -> None:
+) -> dict[str, str] | None:
     """Record an ``lb.claim`` span covering the call's wait (its entry's enqueue to now);
-    ``previous``: the holder it was taken from."""
+    ``previous``: the holder it was taken from. Returns the context the execution's spans
+    join: the call's own, or for a call made untraced, this claim's (a trace of its own)."""
     if _TRACER is None:
-        return
+        return None
     now = time.time_ns()
     start = now - max(0, int(waited_s * 1e9))
     attrs = {
@@ -196,6 +198,7 @@ def claimed(
         attrs["lb.previous_holder"] = previous
     span = _TRACER.start_span("lb.claim", context=_parent(tc), start_time=start, attributes=attrs)
     span.end(end_time=now)
+    return tc or carrier(span)
 
 
 def start_run(

@@ -339,9 +339,9 @@ class Worker(RidesOutages, Health, Upkeep):
             return
         if self.metrics is not None:
             self.metrics.claimed(call.func, c.waited_s)
-        if call.tc is not None:
-            tracing.claimed(call.tc, c.task_id, self.pid, c.waited_s, c.previous_holder)
         ex = Execution(c, fence, call, self, is_async_fn=fn.is_async)
+        if tracing.enabled():
+            ex.tc = tracing.claimed(call.tc, c.task_id, self.pid, c.waited_s, c.previous_holder)
         self.running[c.task_id] = ex
         self._hold(c)
         ex.task = asyncio.get_running_loop().create_task(self._execute(ex, fn.is_async))
@@ -418,8 +418,8 @@ class Worker(RidesOutages, Health, Upkeep):
         func = self.registry.get(ex.call.func, ex.call.version)
         attempt = 1 + ex.claimed.lapses
         self._emit("start", id=ex.id, func=ex.call.func, attempt=attempt)
-        if ex.call.tc is not None:
-            ex.span = tracing.start_run(ex.call.tc, ex.id, ex.call.func, self.pid, attempt)
+        if ex.tc is not None:
+            ex.span = tracing.start_run(ex.tc, ex.id, ex.call.func, self.pid, attempt)
         outcome = "error"
         retries = 0
         outage = [0.0, -1.0]  # [start, steps reached at the last failure] of this outage

@@ -175,6 +175,34 @@ def test_a_takeover_after_kill_9_continues_the_callers_trace(
     assert runs[0]["attributes"]["lb.attempt"] == 2
 
 
+def test_an_untraced_call_on_a_traced_worker_gets_a_trace_rooted_at_its_claim(
+    fleet: Fleet, client: Resonate, tmp_path: Path
+) -> None:
+    """The caller does not trace (this process has tracing off): the worker still traces the
+    call, its first claim the root, its run a child of it, its `ctx.rpc` child in that same
+    trace (the child's record carries the step's context)."""
+    path = tmp_path / "a.jsonl"
+    fleet.start("a", "--trace", "console", "--trace-file", str(path), concurrency=2)
+    pid = f"ut-{uuid.uuid4().hex[:8]}"
+    assert client.rpc(pid, "parent", 1) == 2 + 4
+    child = f"{pid}:1"
+
+    def done() -> list[dict[str, Any]] | None:
+        spans = _file_spans(path)
+        ok = [s for s in _of(spans, "lb.run", pid) if s["attributes"]["lb.outcome"] == "resolved"]
+        return spans if ok else None
+
+    spans = wait_for(done, 30, lambda: _file_spans(path))
+    first_claim = min(_of(spans, "lb.claim", pid), key=lambda s: s["start_time"])
+    assert _parent_of(first_claim) is None
+    trace_id = first_claim["context"]["trace_id"]
+    first_run = min(_of(spans, "lb.run", pid), key=lambda s: s["start_time"])
+    assert _parent_of(first_run) == _id(first_claim)
+    (child_run,) = _of(spans, "lb.run", child)
+    assert child_run["context"]["trace_id"] == trace_id
+    assert not _of(spans, "lb.invoke")
+
+
 def test_untraced_calls_make_no_spans_and_carry_no_context(redis_url: str, prefix: str) -> None:
     """Off by default, even in a process whose own OpenTelemetry is set up (redis-py imports
     it when installed): lb makes no span and stores no trace context in its calls."""
