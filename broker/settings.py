@@ -99,6 +99,14 @@ class Settings:
             overrides["tls_verify"] = False
         if "allow_eviction" not in overrides and os.environ.get("LB_ALLOW_EVICTION"):
             overrides["allow_eviction"] = os.environ["LB_ALLOW_EVICTION"] not in ("0", "")
+        env_shards = os.environ.get("LB_SHARDS")
+        if overrides.get("shards") is None and env_shards:
+            try:
+                overrides["shards"] = int(env_shards)
+            except ValueError:
+                raise BadInput(f"LB_SHARDS must be a whole number, not {env_shards!r}") from None
+        elif "shards" in overrides and overrides["shards"] is None:
+            del overrides["shards"]
         env_ret = os.environ.get("LB_RETENTION")
         if overrides.get("retention_ms") is None and env_ret:
             overrides["retention_ms"] = _retention_ms(env_ret, "LB_RETENTION")

@@ -133,10 +133,12 @@ class Fleet:
         self.journal = tmp / "journal.txt"
         self.journal.touch()
         self.workers: dict[str, WorkerProc] = {}
+        self.extra_env: dict[str, str] = {}  # more LB_* settings for the workers started next
 
     @property
     def env(self) -> dict[str, str]:
-        return {**base_env(self.redis_url, self.prefix), "LB_E2E_JOURNAL": str(self.journal)}
+        journal = {"LB_E2E_JOURNAL": str(self.journal)}
+        return {**base_env(self.redis_url, self.prefix), **journal, **self.extra_env}
 
     def start(
         self,

@@ -186,3 +186,55 @@ def test_a_taken_metrics_port_is_a_clear_error(fleet: Fleet) -> None:
     second = fleet.start("second", "--metrics-port", str(port), wait=False)
     assert second.proc.wait(30) == 2, second.text()
     assert "cannot serve metrics" in second.text() and "Traceback" not in second.text()
+
+
+def test_two_shards_are_summed_by_the_workers_views_and_exporter(
+    fleet: Fleet, redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With LB_SHARDS=2 everywhere, calls land in both shards (their counters, takeover
+    records and stats are per shard); a kill -9 takeover of a call in shard 1. The workers,
+    `lb status` and `lb exporter` count every call once: the views sum the shards."""
+    monkeypatch.setenv("LB_SHARDS", "2")
+    fleet.extra_env = {"LB_SHARDS": "2"}
+    keys = Keys(prefix, 2)
+    ids = [f"s{i}" for i in range(20)]
+    assert {keys.shard_of(i) for i in ids} == {0, 1}
+    held = next(f"held{i}" for i in range(100) if keys.shard_of(f"held{i}") == 1)
+    pa, pb = free_port(), free_port()
+    fleet.start("a", "--metrics-port", str(pa), concurrency=1)
+    fleet.start("b", "--metrics-port", str(pb), concurrency=4)
+    client = Resonate.remote(redis_url, group="workers", prefix=prefix)
+    env = {**base_env(redis_url, prefix), "LB_SHARDS": "2"}
+    port = free_port()
+    exporter = subprocess.Popen(
+        [*lb_argv(), "exporter", "--port", str(port)], cwd=ROOT, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert client.settings.shards == 2
+        for pid in ids:
+            client.begin_rpc(pid, "record", pid)
+        completed = lambda: sum(  # noqa: E731
+            value(scrape(p), "tasks_total", state="completed") for p in (pa, pb)
+        )
+        wait_for(lambda: completed() == 20, 60, fleet.dump)
+        client.begin_rpc(held, "grinder", 2)
+        wait_for(lambda: fleet.journal_lines("start", held), 30, fleet.dump)
+        holder = fleet.journal_lines("start", held)[0][2]
+        os.kill(fleet[holder].pid, signal.SIGKILL)
+        assert client.get(held).result(timeout=60)["attempts"] == 2
+        wait_for(lambda: status_of(port, "/metrics")[0] == 200, 30, "exporter up")
+        fleet_now = scrape(port)
+        assert value(fleet_now, "promises_total", state="resolved") == 21
+        assert value(fleet_now, "promises_total", state="pending") == 0
+        assert value(fleet_now, "lb_fleet_takeovers_total", cause="gone") == 1
+        assert value(fleet_now, "lb_workers", state="alive") == 1
+        snap = json.loads(run_cli(redis_url, prefix, "status", "--json", env=env).out)
+        assert snap["calls"]["resolved"] == 21
+        assert snap["groups"]["workers"]["takeovers_by_cause"] == {"gone": 1}
+        survivor = "b" if holder == "a" else "a"
+        assert snap["groups"]["workers"]["workers"][survivor]["takeovers"] == 1
+    finally:
+        client.stop()
+        exporter.kill()
+        exporter.wait(10)
