@@ -77,9 +77,9 @@ def parent(ctx: Context, n: int) -> int:
     return int(ctx.rpc("child", n)) + int(ctx.rpc("child", n + 1))
 
 
-def traced(ctx: Context, n: int) -> int:
+def traced(ctx: Context, n: int, group: str = "workers") -> int:
     """One of each step kind, for the tracing test: a checkpoint (which opens a span of its
-    own, as user code would), a child on the group, a short durable sleep."""
+    own, as user code would), a child on ``group``, a short durable sleep."""
 
     def inner(k: int) -> int:
         from opentelemetry import trace
@@ -88,7 +88,7 @@ def traced(ctx: Context, n: int) -> int:
             return k + 1
 
     a = int(ctx.run(inner, n))
-    b = int(ctx.rpc("child", n))
+    b = int(ctx.rpc("child", n, target=f"poll://any@{group}"))
     ctx.sleep(0.05)
     return a + b
 

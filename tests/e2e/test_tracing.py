@@ -76,19 +76,20 @@ def _id(span: dict[str, Any]) -> str:
 def test_one_trace_from_the_caller_through_steps_children_and_settle(
     fleet: Fleet, client: Resonate, memory: tuple[InMemorySpanExporter, Any], tmp_path: Path
 ) -> None:
-    """`traced` runs a checkpoint (with a user span inside), a `ctx.rpc` child and a durable
-    sleep on a two-worker group. Every span is in the caller's trace; the invoke is a child
-    of the caller's span; claims and runs of the call are children of the invoke; each run's
-    steps are children of that run (the first run suspends at the rpc, the second replays
-    the checkpoint and the rpc); the child's claim and run are children of the rpc step that
-    created it; settles are children of the runs that wrote them."""
+    """`traced` runs on a (group workers) a checkpoint (with a user span inside), a `ctx.rpc`
+    child on b (group kids) and a durable sleep. Every span is in the caller's trace; the
+    invoke is a child of the caller's span; claims and runs of the call are children of the
+    invoke; each run's steps are children of that run (the first run suspends at the rpc,
+    the second replays the checkpoint and the rpc); the child's claim and run, on b, are
+    children of the rpc step that created it; settles are children of the runs that wrote
+    them."""
     exporter, tracer = memory
     files = [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]
-    for name, path in zip(("a", "b"), files, strict=True):
-        fleet.start(name, "--trace", "console", "--trace-file", str(path), concurrency=1)
+    for name, group, path in zip(("a", "b"), ("workers", "kids"), files, strict=True):
+        fleet.start(name, "--trace", "console", "--trace-file", str(path), group=group)
     pid = f"tr-{uuid.uuid4().hex[:8]}"
     with tracer.start_as_current_span("request") as request:
-        assert client.rpc(pid, "traced", 3) == 4 + 6
+        assert client.rpc(pid, "traced", 3, "kids") == 4 + 6  # the child runs on b
     child = f"{pid}:2"  # :1 the checkpoint, :2 the rpc, :3 the sleep
 
     def complete() -> list[dict[str, Any]] | None:
@@ -133,6 +134,8 @@ def test_one_trace_from_the_caller_through_steps_children_and_settle(
     (child_claim,) = _of(spans, "lb.claim", child)
     assert _parent_of(child_run) == _parent_of(child_claim) == _id(rpc_step)
     assert child_run["attributes"]["lb.outcome"] == "resolved"
+    assert child_run["attributes"]["lb.worker"] == "b"  # another worker, another process
+    assert {r["attributes"]["lb.worker"] for r in runs} == {"a"}
     first_step = next(s for s in _of(spans, "lb.step") if _parent_of(s) == _id(runs[0]))
     (user,) = _of(spans, "user.work")
     assert _parent_of(user) == _id(first_step)  # user code nests under the step it runs in
