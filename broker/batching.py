@@ -4,7 +4,8 @@ Script calls issued by concurrent coroutines during one event-loop iteration are
 as one pipeline (one round trip) instead of one round trip each. Each caller still gets its
 own result or its own exception; the pipeline is not a transaction, so one failing call does
 not affect the others. A NOSCRIPT answer (Redis restarted, or SCRIPT FLUSH) reloads the
-script and repeats just those calls. A lone call goes out as a plain EVALSHA.
+script and repeats just those calls. A lone call goes out as a plain EVALSHA. Calls go out on
+the broker's lane (broker/lane.py: redis-py's connections without its client layer).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
 
+from lb.broker.lane import Lane
 from lb.broker.scripts import Scripts
 
 __all__ = ["Batcher"]
@@ -23,9 +25,10 @@ MAX_BATCH = 512
 
 
 class Batcher:
-    def __init__(self, redis: aioredis.Redis, scripts: Scripts) -> None:
+    def __init__(self, redis: aioredis.Redis, scripts: Scripts, lane: Lane) -> None:
         self.redis = redis
         self.scripts = scripts
+        self.lane = lane
         self._queue: list[tuple[str, list[str], list[Any], asyncio.Future[Any]]] = []
         self._scheduled = False
         self._flushing: set[asyncio.Task[None]] = set()
@@ -50,20 +53,13 @@ class Batcher:
     async def _flush(
         self, batch: list[tuple[str, list[str], list[Any], asyncio.Future[Any]]]
     ) -> None:
-        if len(batch) == 1:
-            name, keys, args, fut = batch[0]
-            try:
-                res = await self.scripts.call(name, keys, args)
-            except BaseException as exc:  # handed to the caller, who translates it
-                _fail(fut, exc)
-            else:
-                _ok(fut, res)
-            return
         try:
-            pipe = self.redis.pipeline(transaction=False)
-            for name, keys, args, _ in batch:
-                pipe.evalsha(self.scripts.sha(name), len(keys), *keys, *args)
-            results = await pipe.execute(raise_on_error=False)
+            results = await self.lane.run(
+                [
+                    ("EVALSHA", self.scripts.sha(name), len(keys), *keys, *args)
+                    for name, keys, args, _ in batch
+                ]
+            )
         except BaseException as exc:
             for *_, fut in batch:
                 _fail(fut, exc)

@@ -37,6 +37,7 @@ from lb.broker.errors import (
     UnsafeRedisConfig,
 )
 from lb.broker.keys import PROMISE_STATES, Keys, check_group, check_id, check_root_id
+from lb.broker.lane import Lane
 from lb.broker.records import NO_FENCE, Fence, Promise, parse_promise
 from lb.broker.scripts import Scripts, command_at
 from lb.broker.settings import Settings
@@ -162,7 +163,8 @@ class Broker:
         self.keys = Keys(self.settings.prefix, self.settings.shards)
         self.redis = make_redis(self.settings, self.settings.max_connections, client_name)
         self.scripts = Scripts(self.redis)
-        self.batcher = Batcher(self.redis, self.scripts)
+        self.lane = Lane(self.redis.connection_pool, self.settings.max_connections)
+        self.batcher = Batcher(self.redis, self.scripts, self.lane)
         self._server_checked = False
         self._checking: asyncio.Future[None] | None = None
 
@@ -218,6 +220,7 @@ class Broker:
         self._server_checked = True
 
     async def close(self) -> None:
+        await self.lane.close()
         await self.redis.aclose(close_connection_pool=True)
 
     async def _run(self, call: Callable[[], Awaitable[T]]) -> T:

@@ -15,7 +15,7 @@ server (the eviction policy) has passed, which the caller arranges (see
 
 from __future__ import annotations
 
-from typing import Any
+import hashlib
 
 import redis
 import redis.exceptions as rexc
@@ -24,6 +24,7 @@ from lb.broker.arguments import create_args
 from lb.broker.client import translate
 from lb.broker.errors import LbError
 from lb.broker.keys import Keys
+from lb.broker.lane import SyncLane
 from lb.broker.records import Promise, parse_promise
 from lb.broker.scripts import script_source
 from lb.broker.settings import Settings
@@ -46,7 +47,9 @@ class DirectCreator:
             **settings.tls_kwargs(),
         )
         self.redis = redis.Redis(connection_pool=pool)
-        self._script = self.redis.register_script(script_source("create"))
+        self._source = script_source("create")
+        self._sha = hashlib.sha1(self._source.encode()).hexdigest()
+        self._lane = SyncLane(pool, settings.max_connections)  # broker/lane.py
         self.keys = Keys(settings.prefix, settings.shards)
 
     def create(
@@ -69,8 +72,14 @@ class DirectCreator:
         )
         key = self.keys.promise(promise_id)
         base = key[: key.index("}") + 1]
+        command = ("EVALSHA", self._sha, 1, key, base, self.settings.retention_ms, *args)
         try:
-            raw: Any = self._script(keys=[key], args=[base, self.settings.retention_ms, *args])
+            (raw,) = self._lane.run([command])
+            if isinstance(raw, rexc.NoScriptError):  # Redis restarted, or SCRIPT FLUSH
+                self.redis.script_load(self._source)
+                (raw,) = self._lane.run([command])
+            if isinstance(raw, BaseException):
+                raise raw
         except LbError:
             raise
         except (rexc.RedisError, OSError) as exc:
@@ -78,5 +87,6 @@ class DirectCreator:
         return bool(raw[0]), parse_promise(raw[1:])
 
     def close(self) -> None:
+        self._lane.close()
         self.redis.close()
         self.redis.connection_pool.disconnect()

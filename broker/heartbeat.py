@@ -63,6 +63,9 @@ class Heartbeat(threading.Thread):
         self.interval = interval
         self.idle_interval = max(interval, idle_interval or interval)
         self._wake = threading.Event()
+        # The monotonic time of the next beat; inf during a beat (a nudge then is kept for the
+        # wait that follows it). Read by nudge() on other threads.
+        self._due = float("inf")
         self.held = held
         self.on_lost = on_lost
         self.progress = progress
@@ -116,12 +119,17 @@ class Heartbeat(threading.Thread):
         return lost
 
     def nudge(self) -> None:
-        """The worker now holds a task: beat within ``interval``, not ``idle_interval``."""
-        self._wake.set()
+        """The worker now holds a task: beat within ``interval``, not ``idle_interval``.
+
+        Costs nothing when the next beat is already that close (a busy worker: no thread
+        wake-up per call)."""
+        if self._due - time.monotonic() > self.interval:
+            self._wake.set()
 
     def _wait(self, seconds: float) -> None:
         """Sleep ``seconds``, cut to ``interval`` from a nudge, ended by stop()."""
         deadline = time.monotonic() + seconds
+        self._due = deadline
         while not self.stopping.is_set():
             left = deadline - time.monotonic()
             if left <= 0:
@@ -129,9 +137,11 @@ class Heartbeat(threading.Thread):
             if self._wake.wait(left):
                 self._wake.clear()
                 deadline = min(deadline, time.monotonic() + self.interval)
+                self._due = deadline
 
     def run(self) -> None:
         while not self.stopping.is_set():
+            self._due = float("inf")
             if self.progress is not None:
                 stalled = time.monotonic() - self.progress()
                 if stalled > self.stall_after:

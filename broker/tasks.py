@@ -25,6 +25,7 @@ import redis.exceptions as rexc
 from lb.broker.client import Broker, make_redis, translate_errors
 from lb.broker.errors import BadInput, PayloadTooLarge
 from lb.broker.keys import CONSUMER_GROUP, Keys, check_group
+from lb.broker.lane import Lane
 from lb.broker.records import Claimed, Fence, Promise, parse_claims, parse_promise
 
 __all__ = ["TaskQueue"]
@@ -32,6 +33,17 @@ __all__ = ["TaskQueue"]
 
 def _s(b: Any) -> str:
     return b.decode() if isinstance(b, bytes) else str(b)
+
+
+def _field(fields: Any, name: bytes) -> bytes:
+    """Field ``name`` of a raw stream entry ([k, v, ...], a RESP3 map, or nil: deleted)."""
+    if isinstance(fields, dict):
+        v = fields.get(name, b"")
+    elif isinstance(fields, list):
+        v = next((fields[i + 1] for i in range(0, len(fields) - 1, 2) if fields[i] == name), b"")
+    else:
+        v = b""
+    return v if isinstance(v, bytes) else b""
 
 
 log = logging.getLogger("lb.broker")
@@ -51,10 +63,13 @@ class TaskQueue:
         self.streams = {Keys.stream(b, group): b for b in self.bases}
         # Blocking reads get their own connection so they never starve the pool.
         self.blocking: aioredis.Redis = make_redis(broker.settings, 2, broker.client_name)
+        # The claim loop's reads (one at a time) on a connection of that pool's kind.
+        self._reads = Lane(self.blocking.connection_pool, 1)
         self._cursors = dict.fromkeys(self.bases, "0-0")
         self._suspect: dict[str, tuple[float, float]] = {}  # consumer -> first, last seen gone
 
     async def close(self) -> None:
+        await self._reads.close()
         await self.blocking.aclose(close_connection_pool=True)
 
     async def ensure_group(self) -> None:
@@ -82,25 +97,26 @@ class TaskQueue:
 
     async def read(self, count: int, block_ms: int) -> dict[str, list[tuple[str, str]]]:
         """Read up to ``count`` new entries (blocking up to ``block_ms``), by shard base."""
+        streams = list(self.streams)
+        command = ("XREADGROUP", "GROUP", CONSUMER_GROUP, self.pid, "COUNT", count,
+                   "BLOCK", block_ms, "STREAMS", *streams, *[">"] * len(streams))  # fmt: skip
         try:
             async with translate_errors():
-                resp: Any = await self.blocking.xreadgroup(
-                    CONSUMER_GROUP,
-                    self.pid,
-                    dict.fromkeys(self.streams, ">"),
-                    count=count,
-                    block=block_ms,
-                )
+                (resp,) = await self._reads.run([command])
+                if isinstance(resp, rexc.ResponseError):
+                    raise resp
         except Exception as exc:
             if "NOGROUP" in str(exc):
                 await self.ensure_group()
                 return {}
             raise
         out: dict[str, list[tuple[str, str]]] = {}
-        for stream, entries in resp or []:
+        # RESP2: [[stream, entries], ...]; RESP3: {stream: entries}; nil when nothing came.
+        by_stream = resp.items() if isinstance(resp, dict) else (resp or [])
+        for stream, entries in by_stream:
             base = self.streams[_s(stream)]
             for eid, fields in entries:
-                tid = fields.get(b"t", b"") if isinstance(fields, dict) else b""
+                tid = _field(fields, b"t")
                 try:
                     tid_s = tid.decode("utf-8")
                 except UnicodeDecodeError:

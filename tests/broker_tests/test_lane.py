@@ -1,0 +1,175 @@
+"""The lanes (broker/lane.py) against a real Redis: replies and errors in order, a dropped
+connection repeated once on a new one, an interrupted command's connection never reused, the
+connection cap, and lb's scripts surviving SCRIPT FLUSH on both the async and the sync path."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+import redis.exceptions as rexc
+
+from lb.broker import Broker
+from lb.broker.direct import DirectCreator
+from lb.broker.lane import Lane, SyncLane
+from lb.broker.settings import Settings
+
+
+def _names(url: str, name: str) -> int:
+    r = redis.Redis.from_url(url)
+    try:
+        return sum(1 for c in r.client_list() if c.get("name") == name)
+    finally:
+        r.close()
+
+
+def _kill(url: str, name: str) -> None:
+    r = redis.Redis.from_url(url)
+    try:
+        for c in r.client_list():
+            if c.get("name") == name:
+                r.client_kill_filter(_id=c["id"])
+    finally:
+        r.close()
+
+
+def test_replies_and_errors_come_back_in_order(redis_url: str) -> None:
+    async def go() -> list[object]:
+        client = aioredis.Redis.from_url(redis_url)
+        lane = Lane(client.connection_pool, 2)
+        try:
+            return await lane.run([("PING",), ("EVALSHA", "0" * 40, 0), ("ECHO", "x")])
+        finally:
+            await lane.close()
+            await client.aclose()
+
+    pong, err, echo = asyncio.run(go())
+    assert pong in (b"PONG", "PONG", True) and echo == b"x"
+    assert isinstance(err, rexc.NoScriptError)
+    lane = SyncLane(redis.Redis.from_url(redis_url).connection_pool, 1)
+    try:
+        pong, err, echo = lane.run([("PING",), ("EVALSHA", "0" * 40, 0), ("ECHO", "x")])
+    finally:
+        lane.close()
+    assert isinstance(err, rexc.NoScriptError) and echo == b"x"
+
+
+def test_a_killed_connection_is_replaced_and_the_command_sent_once_more(redis_url: str) -> None:
+    """CLIENT KILL of every lane connection (a proxy reset, a failover): the next command still
+    gets its own reply, on a new connection, on both lanes."""
+    name = f"lane-{uuid.uuid4().hex[:6]}"
+
+    async def go() -> None:
+        client = aioredis.Redis.from_url(redis_url, client_name=name)
+        lane = Lane(client.connection_pool, 2)
+        try:
+            assert await lane.run([("ECHO", "a")]) == [b"a"]
+            _kill(redis_url, name)
+            assert await lane.run([("ECHO", "b")]) == [b"b"]
+        finally:
+            await lane.close()
+            await client.aclose()
+
+    asyncio.run(go())
+    lane = SyncLane(redis.Redis.from_url(redis_url, client_name=name).connection_pool, 2)
+    try:
+        assert lane.run([("ECHO", "a")]) == [b"a"]
+        _kill(redis_url, name)
+        assert lane.run([("ECHO", "b")]) == [b"b"]
+    finally:
+        lane.close()
+
+
+def test_an_interrupted_command_never_hands_its_reply_to_the_next(
+    redis_url: str, prefix: str
+) -> None:
+    """A blocking read cancelled mid-wait, then an entry that the read would have received:
+    the next command on the lane gets its own reply, not the late one (the connection of the
+    cancelled read was closed, not reused)."""
+    stream = f"{prefix}:lane-stream"
+    name = f"lane-{uuid.uuid4().hex[:6]}"
+
+    async def go() -> None:
+        client = aioredis.Redis.from_url(redis_url, client_name=name)
+        await client.xgroup_create(stream, "g", id="0", mkstream=True)
+        lane = Lane(client.connection_pool, 1)
+        try:
+            read = ("XREADGROUP", "GROUP", "g", "c", "COUNT", 1, "BLOCK", 5000,
+                    "STREAMS", stream, ">")  # fmt: skip
+            task = asyncio.ensure_future(lane.run([read]))
+            await asyncio.sleep(0.2)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await client.xadd(stream, {"t": "late"})
+            assert await lane.run([("ECHO", "mine")]) == [b"mine"]
+            assert _names(redis_url, name) <= 2  # the pool's one, and the lane's new one
+        finally:
+            await lane.close()
+            await client.aclose()
+
+    asyncio.run(go())
+
+
+def test_callers_beyond_the_cap_wait_and_all_get_their_reply(redis_url: str) -> None:
+    name = f"lane-{uuid.uuid4().hex[:6]}"
+
+    async def go() -> None:
+        client = aioredis.Redis.from_url(redis_url, client_name=name)
+        lane = Lane(client.connection_pool, 3)
+        try:
+            replies = await asyncio.gather(*(lane.run([("ECHO", str(i))]) for i in range(50)))
+            assert replies == [[str(i).encode()] for i in range(50)]
+            assert _names(redis_url, name) <= 3
+        finally:
+            await lane.close()
+            await client.aclose()
+
+    asyncio.run(go())
+    lane = SyncLane(redis.Redis.from_url(redis_url, client_name=name).connection_pool, 2)
+    out: dict[int, list[object]] = {}
+
+    def call(i: int) -> None:
+        out[i] = lane.run([("ECHO", str(i))])
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    try:
+        assert out == {i: [str(i).encode()] for i in range(20)}
+        assert _names(redis_url, name) <= 2
+    finally:
+        lane.close()
+
+
+def test_scripts_survive_script_flush_on_both_paths(redis_url: str, prefix: str) -> None:
+    """SCRIPT FLUSH (or a Redis restart) between calls: the async broker's next script call
+    and the caller's-thread create reload the script and succeed."""
+    settings = Settings.from_url(redis_url, prefix=prefix)
+
+    async def go() -> None:
+        broker = Broker(settings)
+        try:
+            await broker.create("flush-a", b"", group="g")
+            await broker.redis.script_flush()
+            created, p = await broker.create("flush-b", b"", group="g")
+            assert created and p.state == "pending"
+        finally:
+            await broker.close()
+
+    asyncio.run(go())
+    direct = DirectCreator(settings)
+    try:
+        direct.create("flush-c", b"", group="g")
+        direct.redis.script_flush()
+        created, p = direct.create("flush-d", b"", group="g")
+        assert created and p.id == "flush-d"
+        assert direct.create("flush-d", b"", group="g")[0] is False  # an existing id attaches
+    finally:
+        direct.close()
