@@ -27,16 +27,18 @@ ROWS = [
     ("e2e_one_per_s", "e2e_per_s", "end to end, 1-at-a-time /s", True),
     ("lat_p50_ms", "lat_p50_ms", "invoke->result p50 ms", False),
     ("lat_p99_ms", "lat_p99_ms", "invoke->result p99 ms", False),
+    # CPU per invocation in the end-to-end run (client: its sends; workers: their process
+    # groups, from /proc; Redis: INFO cpu), lower is better.
+    ("cpu_client_us", "cpu_client_us", "CPU/call client us", False),
+    ("cpu_workers_us", "cpu_workers_us", "CPU/call workers us", False),
+    ("cpu_redis_us", "cpu_redis_us", "CPU/call Redis us", False),
+    ("cpu_total_us", "cpu_total_us", "CPU/call total us", False),
 ]
 # lb's own rows, printed apart: its batch API (no peer row: the peers' harness sends one at a
 # time), other concurrencies and an async def, and CPU per invocation.
 LB_ONLY = (
     "enqueue_batch_per_s",
     "e2e_batch_per_s",
-    "cpu_client_us",
-    "cpu_workers_us",
-    "cpu_redis_us",
-    "cpu_total_us",
     "hot_drain_per_s",
     "hot_drain_metrics_per_s",
     "metrics_cost_ratio",

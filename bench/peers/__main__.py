@@ -31,7 +31,17 @@ from bench.peers.common import (
 )
 from bench.peers.infra import PEERS, RedisServer, ensure_venv, machine_info
 
-METRICS = ("enqueue_per_s", "drain_per_s", "e2e_per_s", "lat_p50_ms", "lat_p99_ms")
+METRICS = (
+    "enqueue_per_s",
+    "drain_per_s",
+    "e2e_per_s",
+    "lat_p50_ms",
+    "lat_p99_ms",
+    "cpu_client_us",
+    "cpu_workers_us",
+    "cpu_redis_us",
+    "cpu_total_us",
+)
 
 
 def run_peer(

@@ -167,6 +167,33 @@ def read_pidfile(path: Path) -> list[int]:
     return [int(x) for x in path.read_text().split() if x.strip().isdigit()]
 
 
+def group_cpu(pgids: list[int]) -> float:
+    """CPU seconds (user + system) of every live process in the process groups ``pgids``
+    (a worker and the children it forks), from /proc (Linux)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    want = set(pgids)
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) in want:  # pgrp
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def redis_cpu(conn: Any) -> float:
+    """Redis's CPU seconds (user + system) from INFO cpu."""
+    raw = conn.call("INFO", "cpu")
+    text = raw.decode() if isinstance(raw, bytes) else str(raw)
+    fields = dict(ln.split(":", 1) for ln in text.splitlines() if ":" in ln)
+    return float(fields["used_cpu_user"]) + float(fields["used_cpu_sys"])
+
+
 class Workers:
     """Worker processes, each in its own process group; always SIGKILLed on exit.
 

@@ -20,7 +20,15 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from bench.peers.common import ENV_URL, RESULT_PREFIX, Driver, Resp, Workers
+from bench.peers.common import (
+    ENV_URL,
+    RESULT_PREFIX,
+    Driver,
+    Resp,
+    Workers,
+    group_cpu,
+    redis_cpu,
+)
 
 READY_TIMEOUT = 90.0
 
@@ -105,10 +113,18 @@ def one_run(
     fresh(driver, conn)
     with Workers(two, logdir, f"{tag}-e2e") as workers:
         wait_ready(driver, workers, 2)
+        groups = [p.pid for p in workers.procs]  # each worker leads its own process group
+        w0, r0 = group_cpu(groups), redis_cpu(conn)
         start = time.perf_counter()
+        c0 = time.process_time()
         keys = driver.enqueue(n)
+        client = time.process_time() - c0  # the sends only, as lb's bench counts its client
         _, _, end = wait_done(driver, conn, keys, timeout, workers)
         out["e2e_per_s"] = n / (end - start)
+        out["cpu_client_us"] = client / n * 1e6
+        out["cpu_workers_us"] = (group_cpu(groups) - w0) / n * 1e6
+        out["cpu_redis_us"] = (redis_cpu(conn) - r0) / n * 1e6
+        out["cpu_total_us"] = out["cpu_client_us"] + out["cpu_workers_us"] + out["cpu_redis_us"]
 
     # 4: sequential round trips against 1 idle worker
     fresh(driver, conn)
