@@ -173,3 +173,36 @@ def test_scripts_survive_script_flush_on_both_paths(redis_url: str, prefix: str)
         assert direct.create("flush-d", b"", group="g")[0] is False  # an existing id attaches
     finally:
         direct.close()
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_the_claim_loops_read_parses_both_reply_protocols(
+    redis_url: str, prefix: str, protocol: int
+) -> None:
+    """XREADGROUP's reply is an array of [stream, entries] in RESP2 and a map in RESP3 (what
+    redis-py 8 may negotiate): the lane's raw read must see the same entries in both, in
+    order, with their task ids (a first version read only RESP2, and its claim loop failed
+    on every read)."""
+    from lb.broker import TaskQueue
+
+    sep = "&" if "?" in redis_url else "?"
+    settings = Settings.from_url(f"{redis_url}{sep}protocol={protocol}", prefix=prefix)
+
+    async def go() -> None:
+        broker = Broker(settings)
+        tq = TaskQueue(broker, "g", "reader")
+        try:
+            await tq.ensure_group()
+            ids = [f"p{protocol}-{i}" for i in range(3)]
+            for pid in ids:
+                await broker.create(pid, b"", group="g")
+            got = await tq.read(10, block_ms=500)
+            ((_base, entries),) = got.items()
+            assert [tid for _, tid in entries] == ids
+            assert all(eid.count("-") == 1 for eid, _ in entries)
+            assert await tq.read(10, block_ms=50) == {}  # nothing more: nil reply
+        finally:
+            await tq.close()
+            await broker.close()
+
+    asyncio.run(go())
