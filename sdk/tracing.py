@@ -18,24 +18,52 @@ Spans, all named ``lb.<what>`` with ``lb.*`` attributes (never a value or an arg
   the step's context: the child's claim and run, on whatever worker, are children of it.
 * ``lb.settle`` (child of the run): the write of the call's outcome.
 
-Guarantees: with tracing off (the default) nothing of OpenTelemetry is imported and every hook
-is one attribute test; with it on, a failure to record never fails a call (OpenTelemetry's
-own API does not raise). Turn it on with :func:`enable` (the global tracer provider, or one
-given), or ``--trace`` on the ``lb`` commands (:func:`configure`).
+Guarantees: with tracing off (the default) no span is made, no trace context stored, and
+every hook is one attribute test; with it on, a failure to record never fails or strands a
+call: every hook is guarded (OpenTelemetry's SDK does not guard span processors, so a faulty
+one would raise into the caller), the first failure is logged and the span is skipped.
+Turn it on with :func:`enable` (the global tracer provider, or one given), or ``--trace`` on
+the ``lb`` commands (:func:`configure`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar, cast
 
 from lb.broker.errors import BadInput
 
 __all__ = ["configure", "disable", "enable", "enabled", "mark", "step"]
 
 _TRACER: Any = None  # an opentelemetry Tracer while enabled, else None
+_F = TypeVar("_F", bound=Callable[..., Any])
+log = logging.getLogger("lb.sdk")
+_warned = False
+
+
+def _guarded(fn: _F) -> _F:
+    """A hook that never raises into a call: OpenTelemetry's SDK does not guard span
+    processors, so a faulty one (the user's, an exporter's) would otherwise fail lb's own
+    bookkeeping. The first failure is logged; the hook then returns None (no span)."""
+
+    @functools.wraps(fn)
+    def safe(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception:
+            global _warned
+            if not _warned:
+                _warned = True
+                log.exception("tracing failed (spans may be missing; calls are unaffected)")
+            return None
+
+    return cast(_F, safe)
+
+
 _NULL: contextlib.nullcontext[None] = contextlib.nullcontext()  # reusable: holds nothing
 _MAX_CARRIER = 1024  # a trace context longer than this is not one (hostile or garbage)
 
@@ -114,6 +142,7 @@ def configure(exporter: str, path: str | None = None, service: str = "lb") -> An
 
 
 # -- carriers: the trace context in a call record ---------------------------------------------
+@_guarded
 def carrier(span: Any) -> dict[str, str] | None:
     """The W3C trace context of ``span`` as a small dict, for a call record."""
     if span is None:
@@ -154,6 +183,7 @@ def _under(span: Any) -> Any:
 
 
 # -- spans --------------------------------------------------------------------------------------
+@_guarded
 def start_invoke(promise_id: str, func: str, group: str, wait: bool) -> Any:
     """An ``lb.invoke`` span under the caller's current span, or None when off."""
     if _TRACER is None:
@@ -164,6 +194,7 @@ def start_invoke(promise_id: str, func: str, group: str, wait: bool) -> Any:
     return _TRACER.start_span("lb.invoke", kind=SpanKind.PRODUCER, attributes=attrs)
 
 
+@_guarded
 def end(span: Any, error: BaseException | None = None, **attrs: Any) -> None:
     """End ``span`` (None: nothing), recording ``error`` as its status."""
     if span is None:
@@ -178,6 +209,7 @@ def end(span: Any, error: BaseException | None = None, **attrs: Any) -> None:
     span.end()
 
 
+@_guarded
 def claimed(
     tc: dict[str, str] | None, promise_id: str, worker: str, waited_s: float, previous: str | None
 ) -> dict[str, str] | None:
@@ -201,6 +233,7 @@ def claimed(
     return tc or carrier(span)
 
 
+@_guarded
 def start_run(
     tc: dict[str, str] | None, promise_id: str, func: str, worker: str, attempt: int
 ) -> Any:
@@ -219,6 +252,7 @@ def start_run(
     )
 
 
+@_guarded
 def start_child(parent: Any, name: str, **attrs: Any) -> Any:
     """A span named ``name`` under ``parent`` (None when off or without a parent)."""
     if _TRACER is None or parent is None:
@@ -232,11 +266,36 @@ def current(span: Any) -> contextlib.AbstractContextManager[Any]:
     """Make ``span`` the current span for the block (user code's own spans nest under it)."""
     if span is None:
         return _NULL
+    return _use(span)
+
+
+@_guarded
+def _use_span(span: Any) -> Any:
     from opentelemetry import trace
 
     return trace.use_span(
         span, end_on_exit=False, record_exception=False, set_status_on_exception=False
     )
+
+
+def _use(span: Any) -> contextlib.AbstractContextManager[Any]:
+    cm = _use_span(span)
+    return _NULL if cm is None else _Guarded(cm)
+
+
+class _Guarded:
+    """A context manager whose enter and exit never raise (see :func:`_guarded`)."""
+
+    def __init__(self, cm: Any) -> None:
+        self._cm = cm
+
+    def __enter__(self) -> None:
+        with contextlib.suppress(Exception):
+            self._cm.__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        with contextlib.suppress(Exception):
+            self._cm.__exit__(*exc)
 
 
 def step(parent: Any, kind: str, step_id: str) -> contextlib.AbstractContextManager[Any]:
@@ -261,6 +320,7 @@ def _step(span: Any) -> Iterator[Any]:
         end(span)
 
 
+@_guarded
 def mark(span: Any, **attrs: Any) -> None:
     """Set ``lb.<k>`` attributes on ``span`` (None: nothing)."""
     if span is not None:

@@ -418,12 +418,12 @@ class Worker(RidesOutages, Health, Upkeep):
         func = self.registry.get(ex.call.func, ex.call.version)
         attempt = 1 + ex.claimed.lapses
         self._emit("start", id=ex.id, func=ex.call.func, attempt=attempt)
-        if ex.tc is not None:
-            ex.span = tracing.start_run(ex.tc, ex.id, ex.call.func, self.pid, attempt)
         outcome = "error"
         retries = 0
         outage = [0.0, -1.0]  # [start, steps reached at the last failure] of this outage
         try:
+            if ex.tc is not None:
+                ex.span = tracing.start_run(ex.tc, ex.id, ex.call.func, self.pid, attempt)
             while True:
                 try:
                     value = await self._invoke(ex, is_async)

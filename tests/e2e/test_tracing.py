@@ -260,3 +260,36 @@ def test_a_malformed_trace_context_runs_the_call_untraced(tc: Any) -> None:
     raw = encode({"func": "f", "args": [1], "kwargs": {}, "v": 0, "tc": tc}, 1 << 20, what="t")
     call = Call.decode(raw, 1 << 20)
     assert call.func == "f" and call.args == [1] and call.tc is None
+
+
+def test_a_span_processor_that_raises_never_fails_or_strands_a_call() -> None:
+    """OpenTelemetry's SDK lets a processor's exception through to whoever starts or ends a
+    span: lb's hooks swallow it (logged once), so the call still runs, settles and frees
+    its slot, on the caller's side and the worker's, for plain and stepped calls."""
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    class Broken(SpanProcessor):
+        def on_start(self, span: Any, parent_context: Any = None) -> None:
+            raise RuntimeError("processor on_start")
+
+        def on_end(self, span: Any) -> None:
+            raise RuntimeError("processor on_end")
+
+    provider = TracerProvider()
+    provider.add_span_processor(Broken())
+    tracing.enable(provider)
+    r = Resonate.local(group="broken", concurrency=2)
+    try:
+
+        @r.register
+        def f(ctx: Any, n: int) -> int:
+            return int(ctx.run(lambda: n + 1)) + 1
+
+        o = r.options(target="poll://any@broken")
+        assert o.rpc("b-1", "f", 1) == 3
+        assert o.begin_rpc("b-2", "f", 2).result(30) == 4
+        assert r.worker is not None
+        wait_for(lambda: not r.worker.running, 10, "the worker still runs a call")
+    finally:
+        tracing.disable()
+        r.stop()
