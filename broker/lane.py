@@ -14,10 +14,12 @@ Guarantees:
   pipeline of ``n`` commands yields ``n`` results in order.
 * A connection that failed, or whose command was interrupted (cancelled, timed out), is
   closed, never reused: a late reply can never be read as another command's.
-* A command that met a dropped connection (``ConnectionError``: Redis restarted, a proxy
-  reset it) is sent once more on a new connection, as redis-py's client does by default;
-  lb's scripts are idempotent or fenced, so a repeat changes nothing. Timeouts are not
-  repeated.
+* A reused connection is checked before a command is written to it (redis-py's pool does the
+  same): one the server has closed (a restart, a proxy reset, an idle timeout) is replaced
+  by a new one, and when a connection is found dropped every idle one is let go too. A
+  command is sent again only when it was never written (its connection could not be made);
+  once written, a failure is the caller's (lb's callers ride outages out), so a script can
+  never run twice because of the lane.
 * At most ``cap`` connections; callers beyond it wait for one (never fail for want of one).
 
 :class:`Lane` is for asyncio code; :class:`SyncLane`, the same for threads (the caller's-thread
@@ -43,81 +45,85 @@ class Lane:
 
     def __init__(self, pool: aconn.ConnectionPool, cap: int) -> None:
         self._pool = pool
-        self._cap = max(1, cap)
+        self._slots = asyncio.Semaphore(max(1, cap))
         self._idle: list[aconn.AbstractConnection] = []
-        self._open = 0
-        self._freed = asyncio.Condition()
-        self._waiting = 0
         self._closed = False
 
+    async def _connect(self) -> aconn.AbstractConnection:
+        conn: aconn.AbstractConnection = self._pool.connection_class(**self._pool.connection_kwargs)
+        try:
+            await conn.connect()  # type: ignore[no-untyped-call]
+        except BaseException:  # a cancel mid-handshake, too: never leave a socket open
+            await _close(conn)
+            raise
+        return conn
+
     async def _take(self) -> aconn.AbstractConnection:
-        while True:
-            if self._idle:
-                return self._idle.pop()
-            if self._open < self._cap:
-                self._open += 1
-                conn: aconn.AbstractConnection = self._pool.connection_class(
-                    **self._pool.connection_kwargs
-                )
-                try:
-                    await conn.connect()  # type: ignore[no-untyped-call]
-                except BaseException:
-                    self._open -= 1
-                    await self._notify()
-                    raise
+        """An idle connection the server has not closed, else a new one."""
+        while self._idle:
+            conn = self._idle.pop()
+            try:
+                stale = await _readable(conn)
+            except (rexc.ConnectionError, OSError):
+                stale = True
+            if not stale:
                 return conn
-            async with self._freed:
-                self._waiting += 1
-                try:
-                    await self._freed.wait()
-                finally:
-                    self._waiting -= 1
+            await _close(conn)
+            await self._let_idle_go()
+        return await self._connect()
 
-    async def _notify(self) -> None:
-        if self._waiting:
-            async with self._freed:
-                self._freed.notify()
-
-    async def _drop(self, conn: aconn.AbstractConnection) -> None:
-        self._open -= 1
-        with contextlib.suppress(Exception):
-            await conn.disconnect()
-        await self._notify()
+    async def _let_idle_go(self) -> None:
+        """One connection was dropped: the idle ones most likely were too."""
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await _close(conn)
 
     async def run(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Send ``commands`` as one pipeline; their replies in order (errors as values)."""
-        try:
-            return await self._run_once(commands)
-        except rexc.ConnectionError:
-            if self._closed:
+        async with self._slots:
+            try:
+                conn = await self._take()
+            except rexc.ConnectionError:
+                if self._closed:
+                    raise
+                conn = await self._connect()  # nothing was sent: once more
+            done = False
+            try:
+                await conn.send_packed_command(conn.pack_commands(commands))
+                out: list[Any] = []
+                for _ in commands:
+                    try:
+                        out.append(await conn.read_response())
+                    except rexc.ResponseError as err:
+                        out.append(err)
+                done = True
+                return out
+            except rexc.ConnectionError:
+                await self._let_idle_go()
                 raise
-            return await self._run_once(commands)  # once, on a new connection
-
-    async def _run_once(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        conn = await self._take()
-        done = False
-        try:
-            await conn.send_packed_command(conn.pack_commands(commands))
-            out: list[Any] = []
-            for _ in commands:
-                try:
-                    out.append(await conn.read_response())
-                except rexc.ResponseError as err:
-                    out.append(err)
-            done = True
-            return out
-        finally:
-            if done and not self._closed:
-                self._idle.append(conn)
-                await self._notify()
-            else:
-                await self._drop(conn)
+            finally:
+                if done and not self._closed:
+                    self._idle.append(conn)
+                else:
+                    await _close(conn)
 
     async def close(self) -> None:
         self._closed = True
         idle, self._idle = self._idle, []
         for conn in idle:
-            await self._drop(conn)
+            await _close(conn)
+
+
+async def _readable(conn: aconn.AbstractConnection) -> bool:
+    """Whether an idle connection has something to read: a closed socket (EOF) or a stray
+    reply. Either way it must not carry a command."""
+    check = getattr(conn, "can_read", None) or conn.can_read_destructive
+    return bool(await check())
+
+
+async def _close(conn: aconn.AbstractConnection) -> None:
+    with contextlib.suppress(BaseException):
+        await conn.disconnect(nowait=True)
 
 
 class SyncLane:
@@ -130,22 +136,42 @@ class SyncLane:
         self._slots = threading.BoundedSemaphore(max(1, cap))
         self._closed = False
 
-    def run(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        """Send ``commands`` as one pipeline; their replies in order (errors as values)."""
-        try:
-            return self._run_once(commands)
-        except rexc.ConnectionError:
-            if self._closed:
-                raise
-            return self._run_once(commands)  # once, on a new connection
+    def _connect(self) -> Any:
+        conn = self._pool.connection_class(**self._pool.connection_kwargs)
+        conn.connect()
+        return conn
 
-    def _run_once(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        with self._slots:
+    def _take(self) -> Any:
+        while True:
             with self._lock:
                 conn = self._idle.pop() if self._idle else None
             if conn is None:
-                conn = self._pool.connection_class(**self._pool.connection_kwargs)
-                conn.connect()
+                return self._connect()
+            try:
+                check = getattr(conn, "can_read", None) or conn.can_read_destructive
+                stale = bool(check())
+            except (rexc.ConnectionError, OSError):
+                stale = True
+            if not stale:
+                return conn
+            _sclose(conn)
+            self._let_idle_go()
+
+    def _let_idle_go(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            _sclose(conn)
+
+    def run(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Send ``commands`` as one pipeline; their replies in order (errors as values)."""
+        with self._slots:
+            try:
+                conn = self._take()
+            except rexc.ConnectionError:
+                if self._closed:
+                    raise
+                conn = self._connect()  # nothing was sent: once more
             done = False
             try:
                 conn.send_packed_command(conn.pack_commands(commands))
@@ -157,18 +183,27 @@ class SyncLane:
                         out.append(err)
                 done = True
                 return out
+            except rexc.ConnectionError:
+                self._let_idle_go()
+                raise
             finally:
-                if done and not self._closed:
+                keep = False
+                if done:
                     with self._lock:
-                        self._idle.append(conn)
-                else:
-                    with contextlib.suppress(Exception):
-                        conn.disconnect()
+                        if not self._closed:
+                            self._idle.append(conn)
+                            keep = True
+                if not keep:
+                    _sclose(conn)
 
     def close(self) -> None:
-        self._closed = True
         with self._lock:
+            self._closed = True
             idle, self._idle = self._idle, []
         for conn in idle:
-            with contextlib.suppress(Exception):
-                conn.disconnect()
+            _sclose(conn)
+
+
+def _sclose(conn: Any) -> None:
+    with contextlib.suppress(Exception):
+        conn.disconnect()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import uuid
 
 import pytest
@@ -58,18 +59,24 @@ def test_replies_and_errors_come_back_in_order(redis_url: str) -> None:
     assert isinstance(err, rexc.NoScriptError) and echo == b"x"
 
 
-def test_a_killed_connection_is_replaced_and_the_command_sent_once_more(redis_url: str) -> None:
-    """CLIENT KILL of every lane connection (a proxy reset, a failover): the next command still
-    gets its own reply, on a new connection, on both lanes."""
+def test_connections_the_server_closed_are_replaced_before_a_command_is_sent(
+    redis_url: str,
+) -> None:
+    """CLIENT KILL of every lane connection while idle (a restart, a proxy reset, an idle
+    timeout): every following command still gets its own reply, none fails, on both lanes
+    (a reused connection is checked before a command is written to it)."""
     name = f"lane-{uuid.uuid4().hex[:6]}"
 
     async def go() -> None:
         client = aioredis.Redis.from_url(redis_url, client_name=name)
-        lane = Lane(client.connection_pool, 2)
+        lane = Lane(client.connection_pool, 4)
         try:
-            assert await lane.run([("ECHO", "a")]) == [b"a"]
+            await asyncio.gather(*(lane.run([("ECHO", str(i))]) for i in range(4)))
+            assert len(lane._idle) == 4
             _kill(redis_url, name)
-            assert await lane.run([("ECHO", "b")]) == [b"b"]
+            await asyncio.sleep(0.2)  # Redis closes killed clients on its next cycle
+            for i in range(6):
+                assert await lane.run([("ECHO", f"b{i}")]) == [f"b{i}".encode()]
         finally:
             await lane.close()
             await client.aclose()
@@ -79,9 +86,38 @@ def test_a_killed_connection_is_replaced_and_the_command_sent_once_more(redis_ur
     try:
         assert lane.run([("ECHO", "a")]) == [b"a"]
         _kill(redis_url, name)
-        assert lane.run([("ECHO", "b")]) == [b"b"]
+        time.sleep(0.2)
+        for i in range(3):
+            assert lane.run([("ECHO", f"b{i}")]) == [f"b{i}".encode()]
     finally:
         lane.close()
+
+
+def test_a_cancelled_waiter_does_not_starve_the_next(redis_url: str, prefix: str) -> None:
+    """cap 1: A holds the connection (a blocking read), B and C wait; B is cancelled (a
+    caller's timeout). When A ends, C gets the connection."""
+    stream = f"{prefix}:lane-wait"
+
+    async def go() -> None:
+        client = aioredis.Redis.from_url(redis_url)
+        await client.xgroup_create(stream, "g", id="0", mkstream=True)
+        lane = Lane(client.connection_pool, 1)
+        try:
+            read = ("XREADGROUP", "GROUP", "g", "c", "COUNT", 1, "BLOCK", 300,
+                    "STREAMS", stream, ">")  # fmt: skip
+            a = asyncio.ensure_future(lane.run([read]))
+            await asyncio.sleep(0.05)
+            b = asyncio.ensure_future(lane.run([("ECHO", "b")]))
+            c = asyncio.ensure_future(lane.run([("ECHO", "c")]))
+            await asyncio.sleep(0.05)
+            b.cancel()
+            assert await a == [None]
+            assert await asyncio.wait_for(c, 10) == [b"c"]
+        finally:
+            await lane.close()
+            await client.aclose()
+
+    asyncio.run(go())
 
 
 def test_an_interrupted_command_never_hands_its_reply_to_the_next(

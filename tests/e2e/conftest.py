@@ -6,6 +6,7 @@ The session Redis (``redis_server``) and the per-test key ``prefix`` come from t
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,9 @@ def fleet(
         yield f
 
 
+LOOP_FAILED = re.compile(r"\b(claim|scan|sweep) failed\b")
+
+
 @contextlib.contextmanager
 def fleet_of(request: pytest.FixtureRequest, url: str, prefix: str, tmp: Path) -> Iterator[Fleet]:
     """A fleet on ``url``, killed at the end, its logs printed when the test failed."""
@@ -43,6 +47,17 @@ def fleet_of(request: pytest.FixtureRequest, url: str, prefix: str, tmp: Path) -
         rep = getattr(request.node, "rep_call", None)
         if rep is not None and rep.failed:
             print(f.dump())
+    # An invariant of every e2e test: a worker's own loops (claim, scan, sweep) never meet an
+    # exception they did not expect (a Redis outage is expected and logged otherwise). A
+    # broken claim loop can hide behind the other paths that start calls (a completion's
+    # next claim, takeovers) and slow a fleet down without failing a single call.
+    broken = [
+        f"{w.name}: {line}"
+        for w in f.workers.values()
+        for line in w.text().splitlines()
+        if LOOP_FAILED.search(line)
+    ]
+    assert not broken, "a worker loop failed:\n" + "\n".join(broken[:5])
 
 
 @pytest.fixture
