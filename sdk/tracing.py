@@ -194,11 +194,22 @@ def start_invoke(promise_id: str, func: str, group: str, wait: bool) -> Any:
     return _TRACER.start_span("lb.invoke", kind=SpanKind.PRODUCER, attributes=attrs)
 
 
+def _outage(error: BaseException) -> bool:
+    from lb.broker.errors import RedisUnavailable
+
+    return isinstance(error, RedisUnavailable)
+
+
 @_guarded
 def end(span: Any, error: BaseException | None = None, **attrs: Any) -> None:
-    """End ``span`` (None: nothing), recording ``error`` as its status."""
+    """End ``span`` (None: nothing), recording ``error`` as its status. What is not a failure
+    is an ``lb.outcome`` instead: control flow (a suspension, a lost hold, a cancellation:
+    not ``Exception``s) and a Redis outage (the step is left open for the re-run)."""
     if span is None:
         return
+    if error is not None and (not isinstance(error, Exception) or _outage(error)):
+        attrs.setdefault("outcome", "outage" if _outage(error) else type(error).__name__.lower())
+        error = None
     for k, v in attrs.items():
         span.set_attribute(f"lb.{k}", v)
     if error is not None:
@@ -310,11 +321,8 @@ def step(parent: Any, kind: str, step_id: str) -> contextlib.AbstractContextMana
 def _step(span: Any) -> Iterator[Any]:
     try:
         yield span
-    except Exception as exc:
+    except BaseException as exc:  # end() tells failures from control flow and outages
         end(span, exc)
-        raise
-    except BaseException as exc:  # Suspend, Lost, cancellation: control flow, not a failure
-        end(span, outcome=type(exc).__name__.lower())
         raise
     else:
         end(span)
