@@ -242,3 +242,32 @@ def test_the_claim_loops_read_parses_both_reply_protocols(
             await broker.close()
 
     asyncio.run(go())
+
+
+def test_a_command_cut_after_it_was_written_is_not_sent_again(redis_url: str, prefix: str) -> None:
+    """The connection of a command in flight is killed: the lane raises instead of sending it
+    again (a script may already have run; lb's callers ride the outage out and retry with
+    their own rules). The next command gets a new connection and its own reply."""
+    stream = f"{prefix}:lane-cut"
+    name = f"lane-{uuid.uuid4().hex[:6]}"
+
+    async def go() -> None:
+        client = aioredis.Redis.from_url(redis_url)
+        await client.xgroup_create(stream, "g", id="0", mkstream=True)
+        conns = aioredis.Redis.from_url(redis_url, client_name=name)
+        lane = Lane(conns.connection_pool, 1)
+        try:
+            read = ("XREADGROUP", "GROUP", "g", "c", "COUNT", 1, "BLOCK", 3000,
+                    "STREAMS", stream, ">")  # fmt: skip
+            task = asyncio.ensure_future(lane.run([read]))
+            await asyncio.sleep(0.2)
+            _kill(redis_url, name)
+            with pytest.raises(rexc.ConnectionError):
+                await asyncio.wait_for(task, 2.5)  # a resend would block for 3 s again
+            assert await lane.run([("ECHO", "next")]) == [b"next"]
+        finally:
+            await lane.close()
+            await conns.aclose()
+            await client.aclose()
+
+    asyncio.run(go())
