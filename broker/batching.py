@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import redis.asyncio as aioredis
 import redis.exceptions as rexc
 
 from lb.broker.lane import Lane
@@ -25,8 +24,7 @@ MAX_BATCH = 512
 
 
 class Batcher:
-    def __init__(self, redis: aioredis.Redis, scripts: Scripts, lane: Lane) -> None:
-        self.redis = redis
+    def __init__(self, scripts: Scripts, lane: Lane) -> None:
         self.scripts = scripts
         self.lane = lane
         self._queue: list[tuple[str, list[str], list[Any], asyncio.Future[Any]]] = []

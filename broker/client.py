@@ -164,7 +164,7 @@ class Broker:
         self.redis = make_redis(self.settings, self.settings.max_connections, client_name)
         self.scripts = Scripts(self.redis)
         self.lane = Lane(self.redis.connection_pool, self.settings.max_connections)
-        self.batcher = Batcher(self.redis, self.scripts, self.lane)
+        self.batcher = Batcher(self.scripts, self.lane)
         self._server_checked = False
         self._checking: asyncio.Future[None] | None = None
 

@@ -15,8 +15,6 @@ server (the eviction policy) has passed, which the caller arranges (see
 
 from __future__ import annotations
 
-import hashlib
-
 import redis
 import redis.exceptions as rexc
 
@@ -26,7 +24,7 @@ from lb.broker.errors import LbError
 from lb.broker.keys import Keys
 from lb.broker.lane import SyncLane
 from lb.broker.records import Promise, parse_promise
-from lb.broker.scripts import script_source
+from lb.broker.scripts import script_sha, script_source
 from lb.broker.settings import Settings
 
 __all__ = ["DirectCreator"]
@@ -48,7 +46,7 @@ class DirectCreator:
         )
         self.redis = redis.Redis(connection_pool=pool)
         self._source = script_source("create")
-        self._sha = hashlib.sha1(self._source.encode()).hexdigest()
+        self._sha = script_sha("create")
         self._lane = SyncLane(pool, settings.max_connections)  # broker/lane.py
         self.keys = Keys(settings.prefix, settings.shards)
 

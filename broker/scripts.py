@@ -94,8 +94,13 @@ def _code(text: str) -> str:
 
 
 @cache
+def script_sha(name: str) -> str:
+    """The SHA1 Redis knows script ``name`` by (EVALSHA)."""
+    return hashlib.sha1(script_source(name).encode()).hexdigest()
+
+
 def _by_sha() -> dict[str, str]:
-    return {hashlib.sha1(script_source(n).encode()).hexdigest(): n for n in SCRIPT_NAMES}
+    return {script_sha(n): n for n in SCRIPT_NAMES}
 
 
 def command_at(message: str) -> tuple[str, str] | None:

@@ -127,28 +127,19 @@ class Options:
     ) -> Handle:
         """Invoke and return at once, the call durably stored. On the caller's own thread
         (broker/direct.py) once the first call has checked the server; else on the I/O loop."""
-        span = tracing.start_invoke(promise_id, _name(func), self.group, False)
-        try:
+        with tracing.invoking(promise_id, _name(func), self.group, False) as tc:
             direct = self._r._direct()
-            tc = tracing.carrier(span)
             if direct is None:
-                handle = self._r._io.call(
-                    self._begin(promise_id, func, args, kwargs, wait=False, tc=tc)
-                )[0]
-            else:
-                _, p = direct.create(
-                    promise_id,
-                    self._param(promise_id, func, args, kwargs, tc),
-                    group=self.group,
-                    timeout_ms=None if self.timeout is None else seconds_to_ms(self.timeout),
-                    retention_ms=self.retention_ms,
-                )
-                handle = Handle(self._r, promise_id, p)
-        except BaseException as exc:
-            tracing.end(span, exc)
-            raise
-        tracing.end(span)
-        return handle
+                begin = self._begin(promise_id, func, args, kwargs, wait=False, tc=tc)
+                return self._r._io.call(begin)[0]
+            _, p = direct.create(
+                promise_id,
+                self._param(promise_id, func, args, kwargs, tc),
+                group=self.group,
+                timeout_ms=None if self.timeout is None else seconds_to_ms(self.timeout),
+                retention_ms=self.retention_ms,
+            )
+            return Handle(self._r, promise_id, p)
 
     def _param(
         self,
@@ -165,16 +156,8 @@ class Options:
     def rpc(
         self, promise_id: str, func: str | Callable[..., Any], *args: Any, **kwargs: Any
     ) -> Any:
-        span = tracing.start_invoke(promise_id, _name(func), self.group, True)
-        try:
-            value = self._r._io.call(
-                self._rpc(promise_id, func, args, kwargs, tracing.carrier(span))
-            ).result()
-        except BaseException as exc:
-            tracing.end(span, exc)
-            raise
-        tracing.end(span)
-        return value
+        with tracing.invoking(promise_id, _name(func), self.group, True) as tc:
+            return self._r._io.call(self._rpc(promise_id, func, args, kwargs, tc)).result()
 
     def begin_rpc_many(
         self, func: str | Callable[..., Any], calls: Iterable[tuple[str, Sequence[Any]]]
@@ -185,14 +168,8 @@ class Options:
         rule (an existing id attaches). Bounded like single calls: a huge batch waits for room.
         """
         items = list(calls)
-        span = tracing.start_invoke(f"{len(items)} calls", _name(func), self.group, False)
-        try:
-            handles = self._r._io.call(self._begin_many(func, items, tracing.carrier(span)))
-        except BaseException as exc:
-            tracing.end(span, exc)
-            raise
-        tracing.end(span)
-        return handles
+        with tracing.invoking(f"{len(items)} calls", _name(func), self.group, False) as tc:
+            return self._r._io.call(self._begin_many(func, items, tc))
 
     async def _begin_many(
         self,
@@ -215,28 +192,15 @@ class Options:
     async def abegin_rpc(
         self, promise_id: str, func: str | Callable[..., Any], *args: Any, **kwargs: Any
     ) -> Handle:
-        span = tracing.start_invoke(promise_id, _name(func), self.group, False)
-        try:
-            begin = self._begin(promise_id, func, args, kwargs, False, tracing.carrier(span))
-            handle = (await self._r._io.wrap(begin))[0]
-        except BaseException as exc:
-            tracing.end(span, exc)
-            raise
-        tracing.end(span)
-        return handle
+        with tracing.invoking(promise_id, _name(func), self.group, False) as tc:
+            begin = self._begin(promise_id, func, args, kwargs, False, tc)
+            return (await self._r._io.wrap(begin))[0]
 
     async def arpc(
         self, promise_id: str, func: str | Callable[..., Any], *args: Any, **kwargs: Any
     ) -> Any:
-        span = tracing.start_invoke(promise_id, _name(func), self.group, True)
-        try:
-            rpc = self._rpc(promise_id, func, args, kwargs, tracing.carrier(span))
-            value = (await self._r._io.wrap(rpc)).result()
-        except BaseException as exc:
-            tracing.end(span, exc)
-            raise
-        tracing.end(span)
-        return value
+        with tracing.invoking(promise_id, _name(func), self.group, True) as tc:
+            return (await self._r._io.wrap(self._rpc(promise_id, func, args, kwargs, tc))).result()
 
     async def _rpc(
         self,

@@ -81,13 +81,8 @@ class RidesOutages:
 
     async def _settle_traced(self, ex: Execution, state: str, data: bytes) -> str:
         """``_settle`` under an ``lb.settle`` span (while tracing); returns ``state``."""
-        span = tracing.start_child(ex.span, "lb.settle", state=state)
-        try:
+        with tracing.child(ex.span, "lb.settle", state=state):
             await self._settle(ex, state, data)
-        except BaseException as exc:
-            tracing.end(span, exc)
-            raise
-        tracing.end(span)
         return state
 
     async def _settle(self, ex: Execution, state: str, data: bytes) -> None:

@@ -37,7 +37,7 @@ from typing import Any, TypeVar, cast
 
 from lb.broker.errors import BadInput
 
-__all__ = ["configure", "disable", "enable", "enabled", "mark", "step"]
+__all__ = ["child", "configure", "disable", "enable", "enabled", "invoking", "mark", "step"]
 
 _TRACER: Any = None  # an opentelemetry Tracer while enabled, else None
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -275,53 +275,63 @@ def start_child(parent: Any, name: str, **attrs: Any) -> Any:
 
 def current(span: Any) -> contextlib.AbstractContextManager[Any]:
     """Make ``span`` the current span for the block (user code's own spans nest under it)."""
-    if span is None:
-        return _NULL
-    return _use(span)
+    return _NULL if span is None else _Current(span)
 
 
-@_guarded
-def _use_span(span: Any) -> Any:
-    from opentelemetry import trace
+class _Current:
+    """``trace.use_span`` whose enter and exit never raise (see :func:`_guarded`)."""
 
-    return trace.use_span(
-        span, end_on_exit=False, record_exception=False, set_status_on_exception=False
-    )
-
-
-def _use(span: Any) -> contextlib.AbstractContextManager[Any]:
-    cm = _use_span(span)
-    return _NULL if cm is None else _Guarded(cm)
-
-
-class _Guarded:
-    """A context manager whose enter and exit never raise (see :func:`_guarded`)."""
-
-    def __init__(self, cm: Any) -> None:
-        self._cm = cm
+    def __init__(self, span: Any) -> None:
+        self._span = span
+        self._cm: Any = None
 
     def __enter__(self) -> None:
         with contextlib.suppress(Exception):
+            from opentelemetry import trace
+
+            self._cm = trace.use_span(
+                self._span, end_on_exit=False, record_exception=False,
+                set_status_on_exception=False,
+            )  # fmt: skip
             self._cm.__enter__()
 
     def __exit__(self, *exc: Any) -> None:
-        with contextlib.suppress(Exception):
-            self._cm.__exit__(*exc)
+        if self._cm is not None:
+            with contextlib.suppress(Exception):
+                self._cm.__exit__(*exc)
+
+
+def invoking(
+    promise_id: str, func: str, group: str, wait: bool
+) -> contextlib.AbstractContextManager[dict[str, str] | None]:
+    """An ``lb.invoke`` span for the block, under the caller's current span; yields the
+    trace context to store in the call record (None when off)."""
+    if _TRACER is None:
+        return _NULL
+    span = start_invoke(promise_id, func, group, wait)
+    return _ending(span, carrier(span))
+
+
+def child(parent: Any, name: str, **attrs: Any) -> contextlib.AbstractContextManager[Any]:
+    """A span ``name`` under ``parent`` for the block; yields it (None when off)."""
+    if _TRACER is None or parent is None:
+        return _NULL
+    span = start_child(parent, name, **attrs)
+    return _ending(span, span)
 
 
 def step(parent: Any, kind: str, step_id: str) -> contextlib.AbstractContextManager[Any]:
-    """An ``lb.step`` span for the block (yields it, or None when off): ends with the block,
-    an exception recorded as its error, a suspension or a lost hold as ``lb.outcome``."""
-    if _TRACER is None or parent is None:
-        return _NULL
-    return _step(start_child(parent, "lb.step", step=kind, step_id=step_id, replayed=False))
+    """An ``lb.step`` span for the block (yields it, or None when off)."""
+    return child(parent, "lb.step", step=kind, step_id=step_id, replayed=False)
 
 
 @contextlib.contextmanager
-def _step(span: Any) -> Iterator[Any]:
+def _ending(span: Any, value: Any) -> Iterator[Any]:
+    """Yield ``value``; end ``span`` with the block: an exception as its error, a suspension,
+    a lost hold, a cancellation or an outage as its ``lb.outcome`` (see :func:`end`)."""
     try:
-        yield span
-    except BaseException as exc:  # end() tells failures from control flow and outages
+        yield value
+    except BaseException as exc:
         end(span, exc)
         raise
     else:

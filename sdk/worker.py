@@ -43,9 +43,10 @@ from lb.broker.records import Claimed
 from lb.broker.settings import Settings
 from lb.broker.tasks import TaskQueue
 from lb.sdk import tracing
-from lb.sdk.context import AsyncContext, Context, Execution, Lost, Suspend
+from lb.sdk.context import Execution, Lost, Suspend
 from lb.sdk.encoding import Call, encode_error, safe_str
 from lb.sdk.health import Health
+from lb.sdk.invoke import invoke
 from lb.sdk.isolation import Isolation
 from lb.sdk.liveness import LoopWatch
 from lb.sdk.loop import IoLoop
@@ -382,37 +383,8 @@ class Worker(RidesOutages, Health, Upkeep):
             self.isolation.ended(c.task_id)  # refused or passed on: the next one
 
     async def _invoke(self, ex: Execution, is_async: bool) -> Any:
-        try:
-            return await self._invoke_fn(ex, is_async)
-        except (Exception, Suspend, Lost, asyncio.CancelledError):
-            raise
-        except BaseException as exc:  # SystemExit, KeyboardInterrupt, GeneratorExit...
-            # would end the I/O loop (and with it the worker, silently): fails this call only.
-            raise FunctionAborted(
-                f"{ex.call.func} raised {type(exc).__name__}({safe_str(exc)}): a function may "
-                "not end its worker; the call fails"
-            ) from None
-
-    async def _invoke_fn(self, ex: Execution, is_async: bool) -> Any:
         fn = self.registry.get(ex.call.func, ex.call.version).fn
-        ex.counter = 0
-        if is_async:
-            with tracing.current(ex.span):
-                return await fn(AsyncContext(ex), *ex.call.args, **ex.call.kwargs)
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        loop = asyncio.get_running_loop()
-
-        def body() -> None:
-            try:
-                with tracing.current(ex.span):
-                    result = fn(Context(ex), *ex.call.args, **ex.call.kwargs)
-            except BaseException as exc:  # delivered to the loop, re-raised there
-                loop.call_soon_threadsafe(_set_exc, fut, exc)
-            else:
-                loop.call_soon_threadsafe(_set_result, fut, result)
-
-        self.pool.submit(body)
-        return await fut
+        return await invoke(ex, fn, is_async, self.pool)
 
     async def _execute(self, ex: Execution, is_async: bool) -> None:
         func = self.registry.get(ex.call.func, ex.call.version)
@@ -495,13 +467,3 @@ class Worker(RidesOutages, Health, Upkeep):
         finally:
             tracing.end(ex.span, outcome=outcome)
             self._end(ex)
-
-
-def _set_result(fut: asyncio.Future[Any], value: Any) -> None:
-    if not fut.done():
-        fut.set_result(value)
-
-
-def _set_exc(fut: asyncio.Future[Any], exc: BaseException) -> None:
-    if not fut.done():
-        fut.set_exception(exc)

@@ -1,13 +1,17 @@
-"""The lanes (broker/lane.py) against a real Redis: replies and errors in order, a dropped
-connection repeated once on a new one, an interrupted command's connection never reused, the
-connection cap, and lb's scripts surviving SCRIPT FLUSH on both the async and the sync path."""
+"""The lanes (broker/lane.py) against a real Redis: replies and errors in order, connections
+the server closed replaced before a command is written, a command cut after it was written
+never sent again, an interrupted command's connection never reused, the connection cap and
+its waiters, both reply protocols of the claim loop's read, and lb's scripts surviving
+SCRIPT FLUSH on both the async and the sync path."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 import uuid
+from collections.abc import AsyncIterator
 
 import pytest
 import redis
@@ -18,6 +22,20 @@ from lb.broker import Broker
 from lb.broker.direct import DirectCreator
 from lb.broker.lane import Lane, SyncLane
 from lb.broker.settings import Settings
+
+
+@contextlib.asynccontextmanager
+async def _lane(
+    url: str, cap: int, name: str | None = None
+) -> AsyncIterator[tuple[aioredis.Redis, Lane]]:
+    """A client (named ``name``) and a lane on its pool, both closed afterwards."""
+    client = aioredis.Redis.from_url(url, client_name=name)
+    lane = Lane(client.connection_pool, cap)
+    try:
+        yield client, lane
+    finally:
+        await lane.close()
+        await client.aclose()
 
 
 def _names(url: str, name: str) -> int:
@@ -40,13 +58,8 @@ def _kill(url: str, name: str) -> None:
 
 def test_replies_and_errors_come_back_in_order(redis_url: str) -> None:
     async def go() -> list[object]:
-        client = aioredis.Redis.from_url(redis_url)
-        lane = Lane(client.connection_pool, 2)
-        try:
+        async with _lane(redis_url, 2) as (_client, lane):
             return await lane.run([("PING",), ("EVALSHA", "0" * 40, 0), ("ECHO", "x")])
-        finally:
-            await lane.close()
-            await client.aclose()
 
     pong, err, echo = asyncio.run(go())
     assert pong in (b"PONG", "PONG", True) and echo == b"x"
@@ -68,18 +81,13 @@ def test_connections_the_server_closed_are_replaced_before_a_command_is_sent(
     name = f"lane-{uuid.uuid4().hex[:6]}"
 
     async def go() -> None:
-        client = aioredis.Redis.from_url(redis_url, client_name=name)
-        lane = Lane(client.connection_pool, 4)
-        try:
+        async with _lane(redis_url, 4, name) as (_client, lane):
             await asyncio.gather(*(lane.run([("ECHO", str(i))]) for i in range(4)))
             assert len(lane._idle) == 4
             _kill(redis_url, name)
             await asyncio.sleep(0.2)  # Redis closes killed clients on its next cycle
             for i in range(6):
                 assert await lane.run([("ECHO", f"b{i}")]) == [f"b{i}".encode()]
-        finally:
-            await lane.close()
-            await client.aclose()
 
     asyncio.run(go())
     lane = SyncLane(redis.Redis.from_url(redis_url, client_name=name).connection_pool, 2)
@@ -99,10 +107,8 @@ def test_a_cancelled_waiter_does_not_starve_the_next(redis_url: str, prefix: str
     stream = f"{prefix}:lane-wait"
 
     async def go() -> None:
-        client = aioredis.Redis.from_url(redis_url)
-        await client.xgroup_create(stream, "g", id="0", mkstream=True)
-        lane = Lane(client.connection_pool, 1)
-        try:
+        async with _lane(redis_url, 1) as (client, lane):
+            await client.xgroup_create(stream, "g", id="0", mkstream=True)
             read = ("XREADGROUP", "GROUP", "g", "c", "COUNT", 1, "BLOCK", 300,
                     "STREAMS", stream, ">")  # fmt: skip
             a = asyncio.ensure_future(lane.run([read]))
@@ -113,9 +119,6 @@ def test_a_cancelled_waiter_does_not_starve_the_next(redis_url: str, prefix: str
             b.cancel()
             assert await a == [None]
             assert await asyncio.wait_for(c, 10) == [b"c"]
-        finally:
-            await lane.close()
-            await client.aclose()
 
     asyncio.run(go())
 
@@ -130,10 +133,8 @@ def test_an_interrupted_command_never_hands_its_reply_to_the_next(
     name = f"lane-{uuid.uuid4().hex[:6]}"
 
     async def go() -> None:
-        client = aioredis.Redis.from_url(redis_url, client_name=name)
-        await client.xgroup_create(stream, "g", id="0", mkstream=True)
-        lane = Lane(client.connection_pool, 1)
-        try:
+        async with _lane(redis_url, 1, name) as (client, lane):
+            await client.xgroup_create(stream, "g", id="0", mkstream=True)
             read = ("XREADGROUP", "GROUP", "g", "c", "COUNT", 1, "BLOCK", 5000,
                     "STREAMS", stream, ">")  # fmt: skip
             task = asyncio.ensure_future(lane.run([read]))
@@ -144,9 +145,6 @@ def test_an_interrupted_command_never_hands_its_reply_to_the_next(
             await client.xadd(stream, {"t": "late"})
             assert await lane.run([("ECHO", "mine")]) == [b"mine"]
             assert _names(redis_url, name) <= 2  # the pool's one, and the lane's new one
-        finally:
-            await lane.close()
-            await client.aclose()
 
     asyncio.run(go())
 
@@ -155,15 +153,10 @@ def test_callers_beyond_the_cap_wait_and_all_get_their_reply(redis_url: str) -> 
     name = f"lane-{uuid.uuid4().hex[:6]}"
 
     async def go() -> None:
-        client = aioredis.Redis.from_url(redis_url, client_name=name)
-        lane = Lane(client.connection_pool, 3)
-        try:
+        async with _lane(redis_url, 3, name) as (_client, lane):
             replies = await asyncio.gather(*(lane.run([("ECHO", str(i))]) for i in range(50)))
             assert replies == [[str(i).encode()] for i in range(50)]
             assert _names(redis_url, name) <= 3
-        finally:
-            await lane.close()
-            await client.aclose()
 
     asyncio.run(go())
     lane = SyncLane(redis.Redis.from_url(redis_url, client_name=name).connection_pool, 2)
@@ -252,11 +245,10 @@ def test_a_command_cut_after_it_was_written_is_not_sent_again(redis_url: str, pr
     name = f"lane-{uuid.uuid4().hex[:6]}"
 
     async def go() -> None:
-        client = aioredis.Redis.from_url(redis_url)
-        await client.xgroup_create(stream, "g", id="0", mkstream=True)
-        conns = aioredis.Redis.from_url(redis_url, client_name=name)
-        lane = Lane(conns.connection_pool, 1)
-        try:
+        setup = redis.Redis.from_url(redis_url)  # unnamed: the kill spares it
+        setup.xgroup_create(stream, "g", id="0", mkstream=True)
+        setup.close()
+        async with _lane(redis_url, 1, name) as (_, lane):
             read = ("XREADGROUP", "GROUP", "g", "c", "COUNT", 1, "BLOCK", 3000,
                     "STREAMS", stream, ">")  # fmt: skip
             task = asyncio.ensure_future(lane.run([read]))
@@ -265,9 +257,5 @@ def test_a_command_cut_after_it_was_written_is_not_sent_again(redis_url: str, pr
             with pytest.raises(rexc.ConnectionError):
                 await asyncio.wait_for(task, 2.5)  # a resend would block for 3 s again
             assert await lane.run([("ECHO", "next")]) == [b"next"]
-        finally:
-            await lane.close()
-            await conns.aclose()
-            await client.aclose()
 
     asyncio.run(go())
