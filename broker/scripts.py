@@ -41,7 +41,6 @@ BARE = frozenset({"lease", "heartbeat"})
 
 
 @cache
-@cache
 def script_source(name: str) -> str:
     """The full text sent to Redis for script ``name``: the parts of lib.lua it uses (directly
     or through other parts), then the script; BARE scripts alone. Every helper a script does

@@ -14,15 +14,15 @@
 -- in the same step, so the stream keeps only backlog and in-flight work. Counts the completion
 -- per worker in stats:<group> (for lb status / lb top).
 local tid, v, pid, state, value, vh = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
-local t = redis.call('HMGET', k_task(tid), 'state', 'v', 'pid', 'group')  -- holds(), inline
+local t = redis.call('HMGET', k_task(tid), 'state', 'v', 'pid', 'group', 'eid')  -- holds()
 if t[1] ~= 'acquired' or t[2] ~= v or t[3] ~= pid then return fenced_error(tid, v, pid) end
 if state ~= 'resolved' and state ~= 'rejected' then
   return redis.error_reply('BADSTATE a task settles resolved or rejected')
 end
 local now = now_ms()
 -- Deadline first (as get does): a holder finishing after the deadline finds it timed out.
-local final = lazy_timeout(tid, now)
-if final == 'pending' then final = settle(tid, state, value, vh, now) end
+local final, cur = lazy_timeout(tid, now)
+if final == 'pending' then final = settle(tid, state, value, vh, now, cur, {t[1], t[4], t[5]}) end
 local sk = B .. ':stats:' .. t[4]
 redis.call('HINCRBY', sk, 'done:' .. pid, 1)
 redis.call('PEXPIRE', sk, RETENTION)

@@ -29,6 +29,9 @@ local K_COUNTS = B .. ':n'
 local function k_takeovers(g) return B .. ':tk:' .. g end  -- the group's last takeovers
 local TAKEOVERS_KEPT = 50
 
+-- What settle() and lazy_timeout() read of a promise, in this order.
+local PROMISE_READ = {'state', 'created_at', 'tags', 'ret', 'timeout_at', 'timer'}
+
 local FIELDS = {'id', 'state', 'param', 'ph', 'value', 'vh', 'tags', 'timeout_at',
                 'created_at', 'settled_at'}
 
@@ -102,9 +105,11 @@ end
 -- Side effects, all in this one atomic step: indexes moved, timeout dropped, retention set,
 -- the promise's own task completed (its stream entry acked and deleted), suspended tasks
 -- resumed (callbacks), waiting clients notified (listeners).
-local function settle(id, state, value, vh, now)
+-- ``cur`` and ``t``, when given, are this call's own reads of the promise (PROMISE_READ order)
+-- and of its task ({state, group, eid}), made earlier in the same script: not read again.
+local function settle(id, state, value, vh, now, cur, t)
   local pk = k_promise(id)
-  local cur = redis.call('HMGET', pk, 'state', 'created_at', 'tags', 'ret')
+  cur = cur or redis.call('HMGET', pk, unpack(PROMISE_READ))
   if not cur[1] then return false end
   if cur[1] ~= 'pending' then return cur[1] end
   -- A resolved call keeps its value, not its arguments (memory); a rejected one keeps both,
@@ -119,7 +124,7 @@ local function settle(id, state, value, vh, now)
   redis.call('ZADD', k_state(state), cur[2], id)
   redis.call('ZREM', K_TIMEOUTS, id)
   local tk = k_task(id)
-  local t = redis.call('HMGET', tk, 'state', 'group', 'eid')
+  t = t or redis.call('HMGET', tk, 'state', 'group', 'eid')
   if t[1] then
     redis.call('HINCRBY', K_COUNTS, 'pending', -1)
     redis.call('HINCRBY', K_COUNTS, state, 1)
@@ -138,6 +143,9 @@ local function settle(id, state, value, vh, now)
   else
     retain(id, now, root and retention_of(root) or own_ret)
   end
+  -- Parked steps, suspended callers, waiting clients: one EXISTS answers for all three in
+  -- the common case (none of them), instead of three reads.
+  if redis.call('EXISTS', k_children(id), k_cb(id), k_ls(id)) == 0 then return state end
   if not root then
     local kids = redis.call('SMEMBERS', k_children(id))
     if #kids > 0 then
@@ -165,15 +173,17 @@ end
 
 -- Settle a pending promise whose deadline passed: timers resolve, others time out.
 -- Returns the state after that (false when the promise does not exist).
+-- Also returns its read of the promise (PROMISE_READ order) while it is still pending, for a
+-- settle() in the same script.
 local function lazy_timeout(id, now)
-  local p = redis.call('HMGET', k_promise(id), 'state', 'timeout_at', 'timer')
-  if p[1] == 'pending' and tonumber(p[2]) <= now then
-    if p[3] == '1' then
-      return settle(id, 'resolved', '', '', now)
+  local p = redis.call('HMGET', k_promise(id), unpack(PROMISE_READ))
+  if p[1] == 'pending' and tonumber(p[5]) <= now then
+    if p[6] == '1' then
+      return settle(id, 'resolved', '', '', now, p)
     end
-    return settle(id, 'rejected_timedout', '', '', now)
+    return settle(id, 'rejected_timedout', '', '', now, p)
   end
-  return p[1] or false
+  return p[1] or false, p
 end
 
 -- Store a new pending promise (indexes, deadline) and, with a group, its task on the stream.
@@ -231,7 +241,10 @@ end
 -- holder, lapses, suspect, now (the Redis clock: the claim latency is now - the entry id's ms)}, {eid, 'skip'} or {eid, 'dead', tid}; lapses = deliveries of this
 -- task so far that ended in nothing; suspect = '1' when its worker died running it beside
 -- other calls (requeue.lua): the claiming worker must run it alone.
-local function claim(tid, eid, pid, group, now, maxd, prev)
+-- What claim() reads of a task; acquire_entry() reads the same (its state and entry last).
+local CLAIM_READ = {'strikes', 'lapses', 'v', 'suspect', 'dead', 'state', 'eid'}
+
+local function claim(tid, eid, pid, group, now, maxd, prev, pre)
   -- One read of the promise and one of the task, one write (this runs once per call).
   local p = redis.call('HMGET', k_promise(tid), 'state', 'timeout_at', 'param', 'ph')
   if p[1] ~= 'pending' or tonumber(p[2]) <= now then
@@ -241,7 +254,8 @@ local function claim(tid, eid, pid, group, now, maxd, prev)
     end
   end
   local tk = k_task(tid)
-  local t = redis.call('HMGET', tk, 'strikes', 'lapses', 'v', 'suspect', 'dead')
+  -- ``pre``: acquire_entry()'s read of the task (CLAIM_READ order), else read here.
+  local t = pre or redis.call('HMGET', tk, unpack(CLAIM_READ))
   local strikes = (tonumber(t[1]) or 0) + 1
   -- The delivery before this one ended in nothing (its holder died or stalled): a lapse, which
   -- ctx.attempt counts as a failed try of the function (a resume or a release is not one).
@@ -296,17 +310,17 @@ local function acquire_entry(eid, tid, pid, group, now, maxd, check_owner)
     if not own[1] or own[1][2] ~= pid then return {eid, 'skip'} end
   end
   local t = false
-  if tid ~= '' then t = redis.call('HMGET', k_task(tid), 'state', 'eid') end
-  if not t or not t[1] then return dead_entry(group, eid, tid, now) end
-  if t[2] ~= eid then
+  if tid ~= '' then t = redis.call('HMGET', k_task(tid), unpack(CLAIM_READ)) end
+  if not t or not t[6] then return dead_entry(group, eid, tid, now) end
+  if t[7] ~= eid then
     drop_entry(group, eid)  -- ours, and no task points at it: a stale entry
     return {eid, 'skip'}
   end
   -- The task holds this very entry already (this worker's own takeover pass claimed it while
   -- the read was stalled): leave both alone.
-  if t[1] ~= 'pending' then return {eid, 'skip'} end
+  if t[6] ~= 'pending' then return {eid, 'skip'} end
   -- A task requeued after its holder died names that holder (claim() reports it).
-  return claim(tid, eid, pid, group, now, maxd, nil)
+  return claim(tid, eid, pid, group, now, maxd, nil, t)
 end
 
 -- True when (tid, v, pid) is the current holder of an acquired task.
