@@ -44,6 +44,10 @@ LB_ONLY = (
     "metrics_cost_ratio",
     "hot_drain_traced_per_s",
     "tracing_cost_ratio",
+    "bytes_per_pending_promise",
+    "bytes_per_settled_promise",
+    "redis_gb_per_day_at_1k_per_s",
+    "redis_gb_steady_at_1k_per_s",
 )
 
 
@@ -64,7 +68,13 @@ def load(path: str) -> dict[str, Any]:
 def table(lb: dict[str, Any], peers: dict[str, Any]) -> str:
     names = [p for p in peers if isinstance(peers[p], dict)]
     head = f"{'figure':<28}{'lb':>10}" + "".join(f"{n:>18}" for n in names)
-    lines = [head, "-" * len(head)]
+    lines = [
+        f"Redis {lb.get('redis_version', '?')}, load average (1 min) during lb's runs "
+        f"{_fmt(lb.get('load_avg_1m'))}; medians of each system's runs, lb's spread below",
+        "",
+        head,
+        "-" * len(head),
+    ]
     for key, peer_key, label, higher in ROWS:
         mine = lb.get(key)
         row = f"{label:<28}{_fmt(mine):>10}"

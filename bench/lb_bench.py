@@ -164,7 +164,10 @@ def rates(url: str, n: int, concurrency: int = 8, func: str = "echo") -> dict[st
     r = Resonate.remote(url, group="bench", prefix=prefix)
     try:
         r.options(target="poll://any@bench").begin_rpc("warm", func, 0)  # connect, check
+        used0 = _used_memory(url)
         out["enqueue_one_per_s"] = n / enqueue_one(r, n, "q", func)
+        # Bytes per pending call: its promise, its task, its stream entry, index entries.
+        out["bytes_per_pending_promise"] = (_used_memory(url) - used0) / n
         t0 = time.monotonic()
         procs = start_workers(url, prefix, 2, concurrency)
         try:
@@ -173,6 +176,14 @@ def rates(url: str, n: int, concurrency: int = 8, func: str = "echo") -> dict[st
         finally:
             stop(procs)
         out.update(memory(url, prefix, n))
+        # Bytes per settled call, kept until its retention ends (value kept, arguments
+        # dropped, task completed, stream entry deleted); a day at 1,000 calls/s at the default
+        # retention (7 days: every call of the day is still held) and the steady state.
+        settled = (_used_memory(url) - used0) / n
+        out["bytes_per_settled_promise"] = settled
+        out["redis_gb_per_day_at_1k_per_s"] = settled * 1000 * 86400 / 2**30
+        days = Settings().retention_ms / 86_400_000
+        out["redis_gb_steady_at_1k_per_s"] = settled * 1000 * 86400 * days / 2**30
     finally:
         r.stop()
     for mode in ("one", "batch"):
@@ -238,6 +249,14 @@ def hot_drain(url: str, n: int, metrics: bool, concurrency: int = 8, traced: boo
     finally:
         r.stop()
         stop(procs)
+
+
+def _used_memory(url: str) -> int:
+    r = redis.Redis.from_url(url)
+    try:
+        return int(r.info("memory")["used_memory"])
+    finally:
+        r.close()
 
 
 def memory(url: str, prefix: str, n: int) -> dict[str, float]:
