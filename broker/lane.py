@@ -37,6 +37,8 @@ import redis.asyncio.connection as aconn
 import redis.connection as sconn
 import redis.exceptions as rexc
 
+from lb.broker.wire import pack_all
+
 __all__ = ["Lane", "SyncLane"]
 
 
@@ -89,7 +91,7 @@ class Lane:
                 conn = await self._connect()  # nothing was sent: once more
             done = False
             try:
-                await conn.send_packed_command(conn.pack_commands(commands))
+                await conn.send_packed_command(pack_all(conn, commands))
                 out: list[Any] = []
                 for _ in commands:
                     try:
@@ -174,7 +176,7 @@ class SyncLane:
                 conn = self._connect()  # nothing was sent: once more
             done = False
             try:
-                conn.send_packed_command(conn.pack_commands(commands))
+                conn.send_packed_command(pack_all(conn, commands))
                 out: list[Any] = []
                 for _ in commands:
                     try:

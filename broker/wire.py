@@ -5,6 +5,7 @@ lb's scripts, a dozen arguments each, that was the largest single cost a worker 
 The classes here are redis-py's own connection classes with ``pack_command`` taken from
 hiredis; the bytes on the wire are identical (RESP arrays of bulk strings), so behaviour is
 unchanged. Without hiredis (a platform with no wheel) redis-py's packer is used.
+:func:`pack_all` does the same for the lanes (broker/lane.py), sync and async.
 """
 
 from __future__ import annotations
@@ -22,7 +23,20 @@ try:
 except ImportError:  # pragma: no cover - hiredis has wheels for every platform lb claims
     _pack = None
 
-__all__ = ["connection_class"]
+__all__ = ["connection_class", "pack_all"]
+
+
+def pack_all(conn: Any, commands: list[tuple[Any, ...]]) -> Any:
+    """``commands`` as ``conn.send_packed_command`` takes them (a list of bytes): one hiredis
+    ``pack_command`` each (lb's commands are str, bytes and int arguments, a one-word command
+    name first), else redis-py's own packing (without hiredis, or any other argument type).
+    redis-py 8's sync connection encodes each argument in Python before hiredis packs them."""
+    if _pack is not None and all(isinstance(c[0], str) and " " not in c[0] for c in commands):
+        try:
+            return [b"".join([_pack(c) for c in commands])]
+        except TypeError:
+            pass
+    return conn.pack_commands(commands)
 
 
 class _HiredisPacking:
