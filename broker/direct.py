@@ -15,8 +15,6 @@ server (the eviction policy) has passed, which the caller arranges (see
 
 from __future__ import annotations
 
-from typing import Any
-
 import redis
 import redis.exceptions as rexc
 
@@ -29,58 +27,7 @@ from lb.broker.records import Promise, parse_promise
 from lb.broker.scripts import script_sha, script_source
 from lb.broker.settings import Settings
 
-__all__ = ["DirectCreator", "SyncScripts"]
-
-
-def _sync_pool(settings: Settings, client_name: str | None) -> redis.BlockingConnectionPool:
-    return redis.BlockingConnectionPool.from_url(
-        settings.url,
-        client_name=Keys.conn_name(settings.prefix, client_name) if client_name else None,
-        max_connections=settings.max_connections,
-        timeout=None,
-        socket_connect_timeout=settings.connect_timeout,
-        socket_timeout=settings.socket_timeout,
-        health_check_interval=30,
-        **settings.tls_kwargs(),
-    )
-
-
-class SyncScripts:
-    """lb's scripts from any thread, through one bounded pool (at most ``max_connections``;
-    callers beyond wait). Used by a worker's slot threads to complete their calls
-    (sdk/chain.py). Connections carry the worker's client name, so the liveness scanner
-    counts them among the worker's own.
-
-    Guarantees: a script is sent again only when Redis answered NOSCRIPT (it did not run);
-    every failure is one of lb's typed errors (``translate``)."""
-
-    def __init__(self, settings: Settings, client_name: str | None = None) -> None:
-        self.settings = settings
-        self.redis = redis.Redis(connection_pool=_sync_pool(settings, client_name))
-        self._lane = SyncLane(self.redis.connection_pool, settings.max_connections)
-
-    def call(self, name: str, keys: list[str], args: list[Any]) -> Any:
-        """Run script ``name`` with the standard header (base, retention) before ``args``."""
-        base = keys[0][: keys[0].index("}") + 1]
-        command = ("EVALSHA", script_sha(name), len(keys), *keys, base,
-                   self.settings.retention_ms, *args)  # fmt: skip
-        try:
-            (raw,) = self._lane.run([command])
-            if isinstance(raw, rexc.NoScriptError):  # Redis restarted, or SCRIPT FLUSH
-                self.redis.script_load(script_source(name))
-                (raw,) = self._lane.run([command])
-            if isinstance(raw, BaseException):
-                raise raw
-        except LbError:
-            raise
-        except (rexc.RedisError, OSError) as exc:
-            raise translate(exc) from None
-        return raw
-
-    def close(self) -> None:
-        self._lane.close()
-        self.redis.close()
-        self.redis.connection_pool.disconnect()
+__all__ = ["DirectCreator"]
 
 
 class DirectCreator:
@@ -88,7 +35,15 @@ class DirectCreator:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        pool = _sync_pool(settings, None)
+        pool = redis.BlockingConnectionPool.from_url(
+            settings.url,
+            max_connections=settings.max_connections,
+            timeout=None,
+            socket_connect_timeout=settings.connect_timeout,
+            socket_timeout=settings.socket_timeout,
+            health_check_interval=30,
+            **settings.tls_kwargs(),
+        )
         self.redis = redis.Redis(connection_pool=pool)
         self._source = script_source("create")
         self._sha = script_sha("create")

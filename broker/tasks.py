@@ -23,7 +23,6 @@ import redis.asyncio as aioredis
 import redis.exceptions as rexc
 
 from lb.broker.client import Broker, make_redis, translate_errors
-from lb.broker.direct import SyncScripts
 from lb.broker.errors import BadInput, PayloadTooLarge
 from lb.broker.keys import CONSUMER_GROUP, Keys, check_group
 from lb.broker.lane import Lane
@@ -66,13 +65,10 @@ class TaskQueue:
         self.blocking: aioredis.Redis = make_redis(broker.settings, 2, broker.client_name)
         # The claim loop's reads (one at a time) on a connection of that pool's kind.
         self._reads = Lane(self.blocking.connection_pool, 1)
-        # Completions from slot threads (sdk/chain.py), on connections of their own.
-        self.sync = SyncScripts(broker.settings, broker.client_name)
         self._cursors = dict.fromkeys(self.bases, "0-0")
         self._suspect: dict[str, tuple[float, float]] = {}  # consumer -> first, last seen gone
 
     async def close(self) -> None:
-        self.sync.close()
         await self._reads.close()
         await self.blocking.aclose(close_connection_pool=True)
 
@@ -174,21 +170,6 @@ class TaskQueue:
             [self.keys.promise(fence.task_id)],
             [*fence.args(), state, value, b"", "1", self.broker.settings.max_deliveries],
         )
-        return self._claimed_after(raw, base)
-
-    def fulfill_and_claim_sync(
-        self, fence: Fence, state: str, value: bytes, base: str
-    ) -> tuple[str, list[Claimed], list[str]]:
-        """:meth:`fulfill_and_claim` from a slot thread (blocking; the same script)."""
-        self._check_outcome(state, len(value))
-        raw = self.sync.call(
-            "fulfill",
-            [self.keys.promise(fence.task_id)],
-            [*fence.args(), state, value, b"", "1", self.broker.settings.max_deliveries],
-        )
-        return self._claimed_after(raw, base)
-
-    def _claimed_after(self, raw: Any, base: str) -> tuple[str, list[Claimed], list[str]]:
         held, dead = parse_claims(raw[1], base, self.group)
         final = raw[0].decode() if isinstance(raw[0], bytes) else str(raw[0])
         return final, held, dead

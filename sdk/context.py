@@ -102,12 +102,6 @@ class Execution:
     task: asyncio.Task[Any] | None = field(default=None, repr=False)
     span: Any = field(default=None, repr=False)  # its lb.run span while tracing (sdk/tracing)
     tc: dict[str, str] | None = field(default=None, repr=False)  # the trace its spans join
-    # Set by a slot thread (sdk/chain.py): its completion was already tried once (the loop's
-    # retries then claim nothing), the call it claimed and started next, and, on that next
-    # execution, the future its thread delivers the outcome to.
-    settle_tried: bool = False
-    chained: Execution | None = field(default=None, repr=False)
-    adopted: asyncio.Future[Any] | None = field(default=None, repr=False)
 
     @property
     def id(self) -> str:

@@ -41,38 +41,24 @@ async def invoke(ex: Execution, fn: Any, is_async: bool, pool: DaemonPool) -> An
 
 
 async def _call(ex: Execution, fn: Any, is_async: bool, pool: DaemonPool) -> Any:
-    if ex.adopted is not None:  # already started by the slot thread before it (sdk/chain.py)
-        fut, ex.adopted = ex.adopted, None
-        return await fut
     ex.counter = 0
     if is_async:
         with tracing.current(ex.span):
             return await fn(AsyncContext(ex), *ex.call.args, **ex.call.kwargs)
     loop = asyncio.get_running_loop()
-    first: asyncio.Future[Any] = loop.create_future()
-    finish = ex.worker.finish_on_thread
+    fut: asyncio.Future[Any] = loop.create_future()
 
     def body() -> None:
-        run, fut, f = ex, first, fn
-        while True:  # this call, then each call its completion claimed and chained
-            try:
-                with tracing.current(run.span):
-                    result = finish(run, f(Context(run), *run.call.args, **run.call.kwargs))
-            except BaseException as exc:  # delivered to the loop, re-raised there
-                loop.call_soon_threadsafe(_set_exc, fut, exc)
-                return
-            # Read before the hand-off: once the loop has adopted the next call, its
-            # ``adopted`` is consumed.
-            nxt = run.chained
-            nxt_fut = nxt.adopted if nxt is not None else None
+        try:
+            with tracing.current(ex.span):
+                result = fn(Context(ex), *ex.call.args, **ex.call.kwargs)
+        except BaseException as exc:  # delivered to the loop, re-raised there
+            loop.call_soon_threadsafe(_set_exc, fut, exc)
+        else:
             loop.call_soon_threadsafe(_set_result, fut, result)
-            if nxt is None or nxt_fut is None:
-                return
-            run, fut = nxt, nxt_fut
-            f = ex.worker.registry.get(run.call.func, run.call.version).fn
 
     pool.submit(body)
-    return await first
+    return await fut
 
 
 def _set_result(fut: asyncio.Future[Any], value: Any) -> None:

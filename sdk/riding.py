@@ -90,7 +90,7 @@ class RidesOutages:
         function is not run again for want of one write). A retry after a fulfill whose reply
         was lost gets FENCED (the task is already fulfilled): reported as fenced, and safe."""
         since = time.monotonic()
-        first = not ex.settle_tried  # a slot thread's try claimed already (sdk/chain.py)
+        first = True
         while True:
             if ex.lost:
                 self._emit("fenced", id=ex.id)
@@ -116,10 +116,6 @@ class RidesOutages:
                 self.outage.seen(exc)
                 self._emit("redis-wait", id=ex.id, error=str(exc))
                 await asyncio.sleep(backoff(time.monotonic() - since))
-        self._done(ex, state)
-
-    def _done(self, ex: Execution, state: str) -> None:
-        """The books of a stored completion: the outage over, counted, the done event."""
         self.outage.over()
         self.completed += 1
         self._emit(

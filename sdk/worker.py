@@ -43,7 +43,6 @@ from lb.broker.records import Claimed
 from lb.broker.settings import Settings
 from lb.broker.tasks import TaskQueue
 from lb.sdk import tracing
-from lb.sdk.chain import SETTLED, Chains
 from lb.sdk.context import Execution, Lost, Suspend
 from lb.sdk.encoding import Call, encode_error, safe_str
 from lb.sdk.health import Health
@@ -74,7 +73,7 @@ def worker_name() -> str:
     return f"{socket.gethostname()[:20]}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
 
 
-class Worker(RidesOutages, Health, Upkeep, Chains):
+class Worker(RidesOutages, Health, Upkeep):
     def __init__(
         self,
         settings: Settings,
@@ -348,30 +347,6 @@ class Worker(RidesOutages, Health, Upkeep, Chains):
         self._hold(c)
         ex.task = asyncio.get_running_loop().create_task(self._execute(ex, fn.is_async))
 
-    def _adopt(self, ex: Execution) -> None:
-        """Keep the books of a call its slot thread already started (sdk/chain.py), as
-        _begin does; while stopping, hand it back at once like every running call."""
-        c = ex.claimed
-        if self._stopping:
-            ex.lost = True
-            with self._held_lock:
-                self._held.pop(c.task_id, None)
-            asyncio.get_running_loop().create_task(self._hand_back(ex))
-            return
-        if c.previous_holder:
-            self._emit_takeover(c, "gone")
-        if self.metrics is not None:
-            self.metrics.claimed(ex.call.func, c.waited_s)
-        self.running[c.task_id] = ex
-        ex.task = asyncio.get_running_loop().create_task(self._execute(ex, False))
-
-    async def _hand_back(self, ex: Execution) -> None:
-        with contextlib.suppress(LbError):
-            await self.queue.release(ex.fence)
-            self._emit("released", id=ex.id)
-        if ex.adopted is not None:  # nobody awaits its outcome: retrieve it when it comes
-            ex.adopted.add_done_callback(lambda f: f.cancelled() or f.exception())
-
     async def _pass_on(self, c: Claimed, call: Call) -> None:
         delay_ms = int(PASS_ON_DELAY_MS * random.uniform(0.8, 1.2))
         func = call.func + (f"@v{call.version}" if call.version else "")
@@ -394,8 +369,6 @@ class Worker(RidesOutages, Health, Upkeep, Chains):
             with self._held_lock:
                 self._held.pop(ex.id, None)
         self.isolation.ended(ex.id)
-        if ex.chained is not None:
-            self._adopt(ex.chained)  # the slot just freed, refilled by its own thread
         if ex.next_claims is not None:
             self._took(*ex.next_claims)  # the slot just freed, refilled in the same trip
         self._run_alone()
@@ -476,10 +449,6 @@ class Worker(RidesOutages, Health, Upkeep, Chains):
                     await asyncio.sleep(delay)
                     ex.retries = retries
                     continue
-                if value is SETTLED:  # stored by its slot thread (sdk/chain.py)
-                    self._done(ex, "resolved")
-                    outcome = "resolved"
-                    return
                 try:
                     data = encode(
                         value, self.settings.max_payload, what=f"result of {ex.call.func}"
