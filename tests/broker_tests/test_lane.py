@@ -259,3 +259,45 @@ def test_a_command_cut_after_it_was_written_is_not_sent_again(redis_url: str, pr
             assert await lane.run([("ECHO", "next")]) == [b"next"]
 
     asyncio.run(go())
+
+
+def test_pack_all_sends_what_redis_py_would(redis_url: str) -> None:
+    """The lanes' packer (one hiredis call per command) writes the bytes redis-py's own
+    packing writes, for every argument type lb sends (str, bytes, int, non-ASCII, empty), and
+    falls back to redis-py's packing for what hiredis would not take (a two-word command name,
+    a float) - then the replies are the same as well."""
+    from lb.broker.wire import pack_all
+
+    client = redis.Redis.from_url(redis_url)
+    conn = client.connection_pool.get_connection()
+    try:
+        key = f"pack-{uuid.uuid4().hex[:6]}"
+        commands: list[tuple[object, ...]] = [
+            ("HSET", key, "a", b"\x00\xff bytes", "b", "h\u00e9llo", "c", 42, "d", ""),
+            ("HGETALL", key),
+        ]
+        assert b"".join(pack_all(conn, commands)) == b"".join(conn.pack_commands(commands))
+        odd: list[tuple[object, ...]] = [("CLIENT SETNAME", "pack-test"), ("HSET", key, "e", 1.5)]
+        assert b"".join(pack_all(conn, odd)) == b"".join(conn.pack_commands(odd))
+        conn.send_packed_command(pack_all(conn, commands + odd))
+        replies = [conn.read_response() for _ in range(4)]
+        assert replies[1] == {
+            b"a": b"\x00\xff bytes",
+            b"b": "h\u00e9llo".encode(),
+            b"c": b"42",
+            b"d": b"",
+        } or replies[1] == [
+            b"a",
+            b"\x00\xff bytes",
+            b"b",
+            "h\u00e9llo".encode(),
+            b"c",
+            b"42",
+            b"d",
+            b"",
+        ]
+        assert client.hget(key, "e") == b"1.5"
+        client.delete(key)
+    finally:
+        client.connection_pool.release(conn)
+        client.close()
