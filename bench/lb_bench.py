@@ -103,11 +103,31 @@ def resolved(url: str, prefix: str) -> int:
         r.close()
 
 
-def wait_resolved(url: str, prefix: str, n: int, timeout: float = 300) -> float:
+def _has_otel() -> bool:
+    """The otel extra is installed (the traced row needs it, in the workers too)."""
+    try:
+        import opentelemetry.sdk.trace  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def wait_resolved(
+    url: str,
+    prefix: str,
+    n: int,
+    timeout: float = 300,
+    procs: list[subprocess.Popen[bytes]] | None = None,
+) -> float:
+    """Until ``n`` calls resolved; fails at once when every worker in ``procs`` has exited
+    (a worker that could not start, e.g. ``--trace`` without the otel extra)."""
     deadline = time.monotonic() + timeout
     while resolved(url, prefix) < n:
         if time.monotonic() > deadline:
             raise TimeoutError(f"only {resolved(url, prefix)}/{n} settled")
+        if procs and all(p.poll() is not None for p in procs):
+            codes = [p.returncode for p in procs]
+            raise RuntimeError(f"every worker exited (codes {codes}) with {n} calls to go")
         time.sleep(0.01)
     return time.monotonic()
 
@@ -171,7 +191,7 @@ def rates(url: str, n: int, concurrency: int = 8, func: str = "echo") -> dict[st
         t0 = time.monotonic()
         procs = start_workers(url, prefix, 2, concurrency)
         try:
-            t1 = wait_resolved(url, prefix, n + 1)
+            t1 = wait_resolved(url, prefix, n + 1, procs=procs)
             out["drain_per_s"] = n / (t1 - t0)
         finally:
             stop(procs)
@@ -192,13 +212,13 @@ def rates(url: str, n: int, concurrency: int = 8, func: str = "echo") -> dict[st
         r = Resonate.remote(url, group="bench", prefix=prefix)
         try:
             r.options(target="poll://any@bench").begin_rpc("warm", func, 0)
-            wait_resolved(url, prefix, 1)
+            wait_resolved(url, prefix, 1, procs=procs)
             pids = [p.pid for p in procs]
             c0, w0, r0 = time.process_time(), _proc_cpu(pids), _redis_cpu(url)
             t0 = time.monotonic()
             secs = (enqueue_one if mode == "one" else enqueue)(r, n, "e", func)
             c1 = time.process_time()  # the client's sends only (the peers' harness: the same)
-            t1 = wait_resolved(url, prefix, n + 1)
+            t1 = wait_resolved(url, prefix, n + 1, procs=procs)
             out[f"e2e_{mode}_per_s"] = n / (t1 - t0)
             if mode == "batch":
                 out["enqueue_batch_per_s"] = n / secs
@@ -228,7 +248,7 @@ def hot_drain(url: str, n: int, metrics: bool, concurrency: int = 8, traced: boo
     try:
         opts = r.options(target="poll://any@bench")
         opts.begin_rpc("warm", "echo", 0)
-        wait_resolved(url, prefix, 1)
+        wait_resolved(url, prefix, 1, procs=procs)
         for p in procs:
             p.send_signal(signal.SIGSTOP)
         if traced:
@@ -245,7 +265,7 @@ def hot_drain(url: str, n: int, metrics: bool, concurrency: int = 8, traced: boo
         t0 = time.monotonic()
         for p in procs:
             p.send_signal(signal.SIGCONT)
-        return n / (wait_resolved(url, prefix, n + 1) - t0)
+        return n / (wait_resolved(url, prefix, n + 1, procs=procs) - t0)
     finally:
         r.stop()
         stop(procs)
@@ -399,7 +419,8 @@ def main() -> None:
                 redis.Redis.from_url(url).flushall()
             res["hot_drain_per_s"] = hot_drain(url, a.size, metrics=False)
             res["hot_drain_metrics_per_s"] = hot_drain(url, a.size, metrics=True)
-            res["hot_drain_traced_per_s"] = hot_drain(url, a.size, metrics=False, traced=True)
+            if _has_otel():
+                res["hot_drain_traced_per_s"] = hot_drain(url, a.size, metrics=False, traced=True)
             res.update(latency(url, a.latency_count))
             res["ceiling_per_s"] = asyncio.run(_ceiling(url, a.size))
             res["load_avg_1m"] = os.getloadavg()[0]
@@ -426,7 +447,10 @@ def main() -> None:
                     med[f"recovery_{label}_{k}_spread"] = [min(values), max(values)]
             med.update(false_takeovers(url, 1.0))
         med["metrics_cost_ratio"] = med["hot_drain_metrics_per_s"] / med["hot_drain_per_s"]
-        med["tracing_cost_ratio"] = med["hot_drain_traced_per_s"] / med["hot_drain_per_s"]
+        if "hot_drain_traced_per_s" in med:
+            med["tracing_cost_ratio"] = med["hot_drain_traced_per_s"] / med["hot_drain_per_s"]
+        else:
+            print("tracing rows skipped: pip install 'lb[otel]' to measure them", file=sys.stderr)
         med["redis_version"] = redis.Redis.from_url(url).info()["redis_version"]
         print(json.dumps(med, indent=2))
         if a.json:
