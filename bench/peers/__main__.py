@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.peers.common import (
+    ENV_CONCURRENCY,
     ENV_PIDFILE,
     RESULT_PREFIX,
     ROOT,
@@ -52,6 +53,8 @@ def run_peer(
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     env[ENV_PIDFILE] = str(pidfile)
+    if args.concurrency:
+        env[ENV_CONCURRENCY] = str(args.concurrency)
     cmd = [
         str(python),
         "-m",
@@ -199,6 +202,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--recovery", action="store_true", help="also measure kill -9 recovery (slow)"
     )
     parser.add_argument("--peer-timeout", type=float, default=900.0)
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=0,
+        help="worker concurrency of every peer (dramatiq threads, taskiq async tasks); "
+        "default: each peer's as before (dramatiq 8, taskiq 100)",
+    )
     parser.add_argument("--logdir", type=Path, help="worker logs (default: a temp dir)")
     return parser.parse_args(argv)
 

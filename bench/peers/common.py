@@ -33,6 +33,16 @@ def redis_url() -> str:
     return os.environ.get(ENV_URL, "redis://127.0.0.1:6379/0")
 
 
+ENV_CONCURRENCY = "LB_BENCH_CONCURRENCY"
+
+
+def concurrency(default: int) -> int:
+    """Worker concurrency for this run (``python -m bench.peers --concurrency N``), else the
+    peer's ``default`` as the harness has always run it."""
+    value = os.environ.get(ENV_CONCURRENCY, "")
+    return int(value) if value.isdigit() and int(value) > 0 else default
+
+
 def aggressive_recovery() -> bool:
     """True in worker processes started for the aggressive recovery test."""
     return os.environ.get(ENV_RECOVERY) == "aggressive"

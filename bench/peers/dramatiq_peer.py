@@ -17,7 +17,14 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.results import Results
 from dramatiq.results.backends.redis import RedisBackend
 
-from bench.peers.common import Driver, aggressive_recovery, note_start, redis_url, venv_bin
+from bench.peers.common import (
+    Driver,
+    aggressive_recovery,
+    concurrency,
+    note_start,
+    redis_url,
+    venv_bin,
+)
 
 URL = redis_url()
 # aggressive recovery: dead-worker detection after 2 s, maintenance on every call
@@ -51,7 +58,7 @@ class DramatiqDriver(Driver):
     config = {
         "broker": "RedisBroker",
         "result_backend": "Results middleware + RedisBackend",
-        "worker": "dramatiq bench.peers.dramatiq_peer -p 1 -t 8 (1 process, 8 threads)",
+        "worker": "dramatiq ... -p 1 -t N (1 process, N threads: 8 unless --concurrency)",
         "enqueue": "actor.send() one at a time (no bulk API)",
         "result_wait": "message.get_result(block=True) (BRPOPLPUSH, no polling)",
         "serializer": "json (default)",
@@ -75,7 +82,8 @@ class DramatiqDriver(Driver):
         sleeper.send(seconds)
 
     def worker_cmd(self, index: int) -> list[str]:
-        return [venv_bin("dramatiq"), "bench.peers.dramatiq_peer", "-p", "1", "-t", "8"]
+        threads = str(concurrency(8))
+        return [venv_bin("dramatiq"), "bench.peers.dramatiq_peer", "-p", "1", "-t", threads]
 
     def enqueue(self, n: int) -> list[str]:
         return [backend.build_message_key(noop.send()) for _ in range(n)]

@@ -19,7 +19,14 @@ from collections.abc import AsyncIterator
 
 from taskiq_redis import RedisAsyncResultBackend, RedisStreamBroker
 
-from bench.peers.common import AsyncDriver, aggressive_recovery, note_start, redis_url, venv_bin
+from bench.peers.common import (
+    AsyncDriver,
+    aggressive_recovery,
+    concurrency,
+    note_start,
+    redis_url,
+    venv_bin,
+)
 
 POLL = 0.001
 URL = redis_url()
@@ -96,6 +103,9 @@ class TaskiqDriver(AsyncDriver):
             "1",
             "--log-level",
             "WARNING",
+            # its concurrency: async tasks at once per worker (taskiq's default is 100)
+            "--max-async-tasks",
+            str(concurrency(100)),
         ]
 
     async def aenqueue(self, n: int) -> list[str]:
