@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -131,11 +132,18 @@ def main() -> None:
     ap.add_argument("--skip-recovery", action="store_true")
     ap.add_argument("--out", default="bench/last_run.json")
     ap.add_argument(
+        "--peer-concurrency",
+        default="",
+        help="also run the peers at these worker concurrencies (comma list, e.g. 128: "
+        "dramatiq threads, taskiq async tasks), each compared with lb's def at the same",
+    )
+    ap.add_argument(
         "--redis-server",
         default=None,
         help="redis-server binary (default: a system Redis 7 when installed, else the embedded)",
     )
     a = ap.parse_args()
+    extra = [int(c) for c in a.peer_concurrency.split(",") if c.strip().isdigit()]
     tmp = tempfile.mkdtemp(prefix="lb-bench-")
     lb_json, peers_json = os.path.join(tmp, "lb.json"), os.path.join(tmp, "peers.json")
     server = EmbeddedRedis(appendfsync="everysec", binary=a.redis_server or pick_server())
@@ -180,12 +188,30 @@ def main() -> None:
             ]
             cmd += ["--peers", ",".join(peer_list)]
             run(cmd)
+            for n in extra:
+                run([*cmd, "--concurrency", str(n), "--json", f"{peers_json}.{n}"])
     lb, peers = load(lb_json), load(peers_json)
     for name, why in skipped.items():
         peers[name] = {"error": why}
     print(table(lb, peers))
+    out: dict[str, Any] = {"lb": lb, "peers": peers}
+    for n in extra:
+        at_n = load(f"{peers_json}.{n}")
+        out[f"peers_c{n}"] = at_n
+        print(f"\nevery system at concurrency {n} (lb: def):")
+        print(table(at_concurrency(lb, n), at_n))
     with open(a.out, "w") as f:
-        json.dump({"lb": lb, "peers": peers}, f, indent=2)
+        json.dump(out, f, indent=2)
+
+
+def at_concurrency(lb: dict[str, Any], n: int) -> dict[str, Any]:
+    """lb's figures for a def at concurrency ``n`` under the headline's (unsuffixed) keys."""
+    if n == 8:
+        return lb
+    tag = f"_c{n}_echo"
+    view = {k: v for k, v in lb.items() if not re.search(r"_c\d+_", k) and "_per_s" not in k}
+    view.update({k[: -len(tag)]: v for k, v in lb.items() if k.endswith(tag)})
+    return view
 
 
 if __name__ == "__main__":
