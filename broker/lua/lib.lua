@@ -143,21 +143,25 @@ local function settle(id, state, value, vh, now, cur, t)
   else
     retain(id, now, root and retention_of(root) or own_ret)
   end
-  -- Parked steps, suspended callers, waiting clients: one EXISTS answers for all three in
-  -- the common case (none of them), instead of three reads.
-  if redis.call('EXISTS', k_children(id), k_cb(id), k_ls(id)) == 0 then return state end
-  if not root then
-    local kids = redis.call('SMEMBERS', k_children(id))
-    if #kids > 0 then
-      local ret = own_ret
-      for _, kid in ipairs(kids) do retain(kid, now, ret) end
-      redis.call('DEL', k_children(id))
+  -- Parked steps and suspended callers are rare: one EXISTS answers for both (a step has no
+  -- parked steps of its own); waiting clients (every rpc) are read directly.
+  local kids_key = not root and k_children(id) or nil
+  local rare = kids_key and redis.call('EXISTS', kids_key, k_cb(id))
+               or redis.call('EXISTS', k_cb(id))
+  if rare > 0 then
+    if kids_key then
+      local kids = redis.call('SMEMBERS', kids_key)
+      if #kids > 0 then
+        local ret = own_ret
+        for _, kid in ipairs(kids) do retain(kid, now, ret) end
+        redis.call('DEL', kids_key)
+      end
     end
-  end
-  local cbs = redis.call('SMEMBERS', k_cb(id))
-  if #cbs > 0 then
-    for _, tid in ipairs(cbs) do resume(tid) end
-    redis.call('DEL', k_cb(id))
+    local cbs = redis.call('SMEMBERS', k_cb(id))
+    if #cbs > 0 then
+      for _, tid in ipairs(cbs) do resume(tid) end
+      redis.call('DEL', k_cb(id))
+    end
   end
   local ls = redis.call('SMEMBERS', k_ls(id))
   if #ls > 0 then
