@@ -195,15 +195,7 @@ def rates(url: str, n: int, concurrency: int = 8, func: str = "echo") -> dict[st
             out["drain_per_s"] = n / (t1 - t0)
         finally:
             stop(procs)
-        out.update(memory(url, prefix, n))
-        # Bytes per settled call, kept until its retention ends (value kept, arguments
-        # dropped, task completed, stream entry deleted); a day at 1,000 calls/s at the default
-        # retention (7 days: every call of the day is still held) and the steady state.
-        settled = (_used_memory(url) - used0) / n
-        out["bytes_per_settled_promise"] = settled
-        out["redis_gb_per_day_at_1k_per_s"] = settled * 1000 * 86400 / 2**30
-        days = Settings().retention_ms / 86_400_000
-        out["redis_gb_steady_at_1k_per_s"] = settled * 1000 * 86400 * days / 2**30
+        out.update(memory(url, prefix, n, used0))
     finally:
         r.stop()
     for mode in ("one", "batch"):
@@ -279,15 +271,24 @@ def _used_memory(url: str) -> int:
         r.close()
 
 
-def memory(url: str, prefix: str, n: int) -> dict[str, float]:
+def memory(url: str, prefix: str, n: int, used0: int) -> dict[str, float]:
+    """After ``n`` calls settled (``used0``: Redis memory before they were made): bytes per
+    settled call, kept until its retention ends (value kept, arguments dropped, task
+    completed, stream entry deleted); Redis memory for a day at 1,000 calls/s, and at the
+    default retention's steady state (7 days: a week of calls held)."""
     r = redis.Redis.from_url(url)
     try:
         base = Keys(prefix).base(0)
         used = int(r.info("memory")["used_memory"])
+        settled = (used - used0) / n
+        days = Settings().retention_ms / 86_400_000
         return {
             "used_memory_mb": used / 2**20,
             "stream_len": int(r.xlen(Keys.stream(base, "bench"))),
-            "bytes_per_promise": used / n,
+            "bytes_per_promise": used / n,  # with the server's own baseline (older runs)
+            "bytes_per_settled_promise": settled,
+            "redis_gb_per_day_at_1k_per_s": settled * 1000 * 86400 / 2**30,
+            "redis_gb_steady_at_1k_per_s": settled * 1000 * 86400 * days / 2**30,
         }
     finally:
         r.close()
