@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
 
-from lb.broker.arguments import create_args, timeout_ms_or
+from lb.broker.arguments import check_duration, create_args, timeout_ms_or
 from lb.broker.batching import Batcher
 from lb.broker.errors import (
     AuthenticationFailed,
@@ -323,15 +323,21 @@ class Broker:
         return await self.script("create", [self.keys.promise(promise_id)], args)
 
     async def create_many(
-        self, group: str, items: list[tuple[str, bytes]], timeout_ms: int | None = None
+        self,
+        group: str,
+        items: list[tuple[str, bytes]],
+        timeout_ms: int | None = None,
+        retention_ms: int | None = None,
     ) -> list[tuple[bool, Promise]]:
         """Create many promises with tasks on ``group``: one script call per 256 ids and shard.
 
-        Same rules as :meth:`create` for each id; the returned promises carry id, state and
-        value only. Results are in the order of ``items``.
+        Same rules as :meth:`create` for each id (``retention_ms`` as there: these calls' own
+        retention); the returned promises carry id, state and value only. Results are in the
+        order of ``items``.
         """
         check_group(group)
         timeout = timeout_ms_or(timeout_ms, self.settings.default_timeout_ms)
+        ret = "" if retention_ms is None else int(check_duration(retention_ms, 1, "retention"))
         by_base: dict[str, list[int]] = {}
         for i, (pid, param) in enumerate(items):
             check_root_id(pid)
@@ -350,7 +356,7 @@ class Broker:
                     (
                         chunk,
                         self.script(
-                            "create_many", [Keys.stream(base, group)], [group, timeout, *flat]
+                            "create_many", [Keys.stream(base, group)], [group, timeout, ret, *flat]
                         ),
                     )
                 )

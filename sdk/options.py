@@ -163,7 +163,9 @@ class Options:
         ]
         timeout_ms = None if self.timeout is None else seconds_to_ms(self.timeout)
         async with r._inflight:
-            created = await r._broker.create_many(self.group, items, timeout_ms)
+            created = await r._broker.create_many(
+                self.group, items, timeout_ms, retention_ms=self.retention_ms
+            )
         return [Handle(r, p.id, p) for _, p in created]
 
     async def abegin_rpc(

@@ -63,6 +63,30 @@ def test_per_call_retention_covers_the_call_and_its_steps(redis_url: str, prefix
         w.stop()
 
 
+def test_per_call_retention_holds_for_a_batch(redis_url: str, prefix: str) -> None:
+    """``options(retention=).begin_rpc_many`` keeps each call of the batch for that retention,
+    as ``begin_rpc`` does (the batch used to fall back to the settings' 7 days)."""
+    w = Resonate(Settings.from_url(redis_url, prefix=prefix), "g", concurrency=2)
+
+    def f(ctx: Context, x: int) -> int:
+        return x
+
+    try:
+        w.register(f, retry=Never())
+        w.start()
+        handles = w.options(retention=0.3).begin_rpc_many("f", [(f"b{i}", (i,)) for i in range(5)])
+        assert [h.result(10) for h in handles] == list(range(5))
+        scores = _gc_scores(redis_url, prefix, [h.id for h in handles])
+        assert scores == [w.promise(h.id).settled_at + 300 for h in handles]
+        ids = [h.id for h in handles]
+        assert wait_until(lambda: all(s is None for s in _gc_scores(redis_url, prefix, ids)), 15)
+        for i in ids:
+            with pytest.raises(NotFound):
+                w.promise(i)
+    finally:
+        w.stop()
+
+
 @pytest.mark.parametrize("bad", [-1, math.nan, math.inf, "1", True, 1e12])
 def test_a_bad_per_call_retention_is_bad_input(redis_url: str, prefix: str, bad: object) -> None:
     r = Resonate(Settings.from_url(redis_url, prefix=prefix), "g")
