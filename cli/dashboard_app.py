@@ -50,6 +50,7 @@ from lb.cli.dashboard_page import CSS, JS, PAGE
 __all__ = ["ACTIONS", "KEEPALIVE_S", "make_app"]
 
 KEEPALIVE_S = 15.0
+STOP_WAIT_S = 5.0  # a stop waits this long at most for the feed to end
 MAX_BODY = 1 << 20
 ACTIONS = {"resolve": "resolved", "reject": "rejected", "cancel": "rejected_canceled"}
 _CSP = (
@@ -116,8 +117,7 @@ def make_app(settings: Settings, interval: float, token: str | None) -> Starlett
             yield
         finally:
             poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await poller
+            await asyncio.wait({poller}, timeout=STOP_WAIT_S)  # a stop is bounded, whatever
             with contextlib.suppress(Exception):  # Redis may be gone: a stop is still clean
                 await broker.close()
 

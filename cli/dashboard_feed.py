@@ -108,10 +108,16 @@ class Feed:
     async def poll_once(self) -> None:
         """Read once and publish the frame; a failure marks the frame down, never raises."""
         try:
-            snap, dead = await asyncio.wait_for(self._read(), READ_TIMEOUT_S)
+            async with asyncio.timeout(READ_TIMEOUT_S):
+                snap, dead = await self._read()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a view outlives any failure of a read: say it, go on
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # A read that failed as the stop arrived can surface its own error instead
+                # of the cancel (3.11's wait_for did so too): the stop still wins.
+                raise asyncio.CancelledError from exc
             if self.down_since_ms is None:
                 self.down_since_ms = int(time.time() * 1000)
                 log.warning("lb dashboard: Redis read failed: %s", exc)
@@ -136,7 +142,8 @@ class Feed:
         if self.version == seen:
             tick = self._tick
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(tick.wait(), wait)
+                async with asyncio.timeout(wait):  # never swallows a cancel (wait_for can)
+                    await tick.wait()
         if self.version == seen:
             return seen, None
         return self.version, self.text

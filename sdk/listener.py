@@ -132,7 +132,8 @@ class Listener:
         """Wait ``timeout`` s for ``fut``; the Timeout names ``asked`` (the caller's whole
         timeout, of which ``timeout`` is what is left), else ``timeout``."""
         try:
-            return await asyncio.wait_for(asyncio.shield(fut), timeout)
+            async with asyncio.timeout(timeout):  # a cancel is never lost (3.11's wait_for
+                return await asyncio.shield(fut)  # returned a value that came as it arrived)
         except TimeoutError:
             shown = _secs(asked if asked is not None else timeout)
             raise Timeout(f"promise {promise_id!r} not settled within {shown}") from None
