@@ -12,7 +12,7 @@
 -- on success the promise settles (if still pending and not past its deadline: a late
 -- completion finds it rejected_timedout, and the reply says so), the entry is acked and deleted
 -- in the same step, so the stream keeps only backlog and in-flight work. Counts the completion
--- per worker in stats:<group> (for lb status / lb top).
+-- per worker in stats:<group> (for lb status / lb top); heartbeat.lua renews its expiry.
 local tid, v, pid, state, value, vh = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 local t = redis.call('HMGET', k_task(tid), 'state', 'v', 'pid', 'group', 'eid')  -- holds()
 if t[1] ~= 'acquired' or t[2] ~= v or t[3] ~= pid then return fenced_error(tid, v, pid) end
@@ -24,8 +24,9 @@ local now = now_ms()
 local final, cur = lazy_timeout(tid, now)
 if final == 'pending' then final = settle(tid, state, value, vh, now, cur, {t[1], t[4], t[5]}) end
 local sk = B .. ':stats:' .. t[4]
-redis.call('HINCRBY', sk, 'done:' .. pid, 1)
-redis.call('PEXPIRE', sk, RETENTION)
+-- The heartbeats of the group's workers renew the expiry; here only a worker's first count
+-- sets it (it may have created the key).
+if redis.call('HINCRBY', sk, 'done:' .. pid, 1) == 1 then redis.call('PEXPIRE', sk, RETENTION) end
 if ARGV[9] ~= '1' then return record(tid) end
 local rows = {}
 -- Only entries never delivered ('>'): what blocked readers did not get. pcall: a stream or

@@ -20,6 +20,9 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', B .. ':w:' .. group, now, pid)
 redis.call('PEXPIRE', B .. ':wi:' .. pid, info_ttl)
+-- The group's counters (fulfill.lua's done:<worker>, takeovers) live as long as its workers
+-- do, plus the retention: renewed here, not on every completion.
+redis.call('PEXPIRE', B .. ':stats:' .. group, ARGV[2])
 local lease = 0
 if ARGV[6] ~= '' then
   local key = B .. ':scan'
