@@ -103,17 +103,23 @@ async def _children(broker: Broker, pid: str) -> tuple[list[dict[str, Any]], boo
         ids = child_ids(pid, n, min(_CHUNK, CHILDREN_MAX - n + 1))
         pipe = r.pipeline(transaction=False)
         for cid in ids:
-            pipe.hmget(broker.keys.promise(cid), ["state", "created_at", "settled_at", "timer"])
+            pipe.hmget(broker.keys.promise(cid),
+                       ["state", "created_at", "settled_at", "timer", "g"])  # fmt: skip
             pipe.hmget(broker.keys.task(cid), ["state", "pid", "group"])
         rows = await pipe.execute()
         found = 0
         for i, cid in enumerate(ids):
-            state, created, settled, timer = rows[2 * i]
+            state, created, settled, timer, pgroup = rows[2 * i]
             if state is None:
                 continue
             found += 1
             tstate, holder, group = rows[2 * i + 1]
-            kind = "call" if tstate is not None else ("sleep" if _s(timer) == "1" else "step")
+            group = group or pgroup  # a settled call has no task hash: its promise's group
+            kind = (
+                "call"
+                if tstate is not None or pgroup
+                else ("sleep" if _s(timer) == "1" else "step")
+            )
             out.append(
                 {
                     "id": cid,
@@ -195,13 +201,18 @@ async def lookup(broker: Broker, pid: str) -> dict[str, Any]:
     rec["call"] = _call(p.param, mp)
     timeline: list[dict[str, Any]] = [{"at_ms": p.created_at, "what": "created", "detail": ""}]
     async with translate_errors():
-        raw: Any = await broker.redis.hmget(broker.keys.task(pid), list(_TASK_FIELDS))
+        pipe = broker.redis.pipeline(transaction=False)
+        pipe.hmget(broker.keys.task(pid), list(_TASK_FIELDS))
+        pipe.hget(broker.keys.promise(pid), "g")
+        raw, pgroup = await pipe.execute()
         task = None
         if raw[0] is not None:
             task = {
                 k: (_s(v) if v is not None else None)
                 for k, v in zip(_TASK_FIELDS, raw, strict=True)
             }
+        elif pgroup:  # a settled call: its task hash went at settle, its promise names the group
+            task = dict.fromkeys(_TASK_FIELDS) | {"state": "fulfilled", "group": _s(pgroup)}
         children, more = await _children(broker, pid)
         takeovers: list[dict[str, Any]] = []
         dead: list[dict[str, Any]] = []

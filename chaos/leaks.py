@@ -29,11 +29,11 @@ def _s(b: Any) -> str:
 _COUNT_CALLS = """
 local base, cursor, actual = ARGV[1], '0', {}
 repeat
-  local r = redis.call('SCAN', cursor, 'MATCH', base .. ':t:*', 'COUNT', 1000)
+  local r = redis.call('SCAN', cursor, 'MATCH', base .. ':p:*', 'COUNT', 1000)
   cursor = r[1]
-  for _, key in ipairs(r[2]) do
-    local st = redis.call('HGET', base .. ':p:' .. string.sub(key, #base + 4), 'state')
-    if st then actual[st] = (actual[st] or 0) + 1 end
+  for _, key in ipairs(r[2]) do  -- a call's promise names its group ('g'), settled or not
+    local h = redis.call('HMGET', key, 'state', 'g')
+    if h[1] and h[2] then actual[h[1]] = (actual[h[1]] or 0) + 1 end
   end
 until cursor == '0'
 local flat = {}

@@ -93,12 +93,12 @@ local function retention_of(root)
   return tonumber(redis.call('HGET', k_promise(root), 'ret')) or RETENTION
 end
 
--- Schedule a settled promise (and its task) for purge at now + ``ret`` ms. The PEXPIRE is a
--- safety net only: the sweeper deletes the promise and its index entries at that time.
+-- Schedule a settled promise for purge at now + ``ret`` ms. The PEXPIRE is a safety net
+-- only: the sweeper deletes the promise and its index entries at that time. (Its task hash,
+-- if it had one, went at settle.)
 local function retain(id, now, ret)
   redis.call('ZADD', K_GC, now + ret, id)
   redis.call('PEXPIRE', k_promise(id), ret + 86400000)
-  redis.call('PEXPIRE', k_task(id), ret + 86400000)
 end
 
 -- Settle a pending promise exactly once. Returns the resulting state, or false if missing.
@@ -129,9 +129,11 @@ local function settle(id, state, value, vh, now, cur, t)
     redis.call('HINCRBY', K_COUNTS, 'pending', -1)
     redis.call('HINCRBY', K_COUNTS, state, 1)
   end
-  if t[1] and t[1] ~= 'fulfilled' then
+  if t[1] and t[1] ~= 'fulfilled' then  -- 'fulfilled': a task settled before this rule
     drop_entry(t[2], t[3])
-    redis.call('HSET', tk, 'state', 'fulfilled', 'eid', '', 'pid', '')
+    -- The task is done: its hash goes (a settled call is its promise alone; the promise's
+    -- 'g' names the group). Any holder's next write or heartbeat finds no task: FENCED/lost.
+    redis.call('DEL', tk)
   end
   -- Retention rule: a step lives at least as long as its root is pending, then the root's
   -- retention. A root (or a step whose root is gone or settled) is retained from now on; a
@@ -196,10 +198,13 @@ end
 local function new_promise(id, param, ph, tags, timeout, group, timer, now, cap, ret)
   local timeout_at = now + timeout
   if cap and cap < timeout_at then timeout_at = cap end
-  redis.call('HSET', k_promise(id), 'id', id, 'state', 'pending', 'param', param, 'ph', ph,
-             'value', '', 'vh', '', 'tags', tags, 'timeout_at', timeout_at, 'created_at', now,
-             'settled_at', 0, 'timer', timer)
-  if ret then redis.call('HSET', k_promise(id), 'ret', ret) end
+  local f = {'id', id, 'state', 'pending', 'param', param, 'ph', ph, 'value', '', 'vh', '',
+             'tags', tags, 'timeout_at', timeout_at, 'created_at', now, 'settled_at', 0,
+             'timer', timer}
+  if ret then f[#f + 1] = 'ret'; f[#f + 1] = ret end
+  -- A call's promise names its group ('g'): it outlives the task hash, which goes at settle.
+  if group ~= '' then f[#f + 1] = 'g'; f[#f + 1] = group end
+  redis.call('HSET', k_promise(id), unpack(f))
   redis.call('ZADD', k_state('pending'), now, id)
   redis.call('ZADD', K_TIMEOUTS, timeout_at, id)
   wake_if_first(K_TIMEOUTS, id, timeout_at - now)
@@ -296,6 +301,10 @@ end
 
 -- Dead-letter an entry that names no task (garbage on the stream).
 local function dead_entry(group, eid, tid, now)
+  if tid ~= '' and redis.call('HGET', k_promise(tid), 'g') then
+    drop_entry(group, eid)  -- a stale entry of a call already settled (its task went then)
+    return {eid, 'skip'}
+  end
   redis.call('XADD', k_dlq(group), 'MAXLEN', '~', '10000', '*', 't', tid, 'eid', eid,
              'reason', 'entry names no task', 'at', now)
   count_dead(group, 'garbage')

@@ -27,9 +27,10 @@ for _, tid in ipairs(redis.call('ZRANGEBYSCORE', K_DELAYED, '-inf', now, 'LIMIT'
 end
 local gone = redis.call('ZRANGEBYSCORE', K_GC, '-inf', now, 'LIMIT', 0, limit)
 for _, id in ipairs(gone) do
-  local p = redis.call('HMGET', k_promise(id), 'state', 'tags')
+  local p = redis.call('HMGET', k_promise(id), 'state', 'tags', 'g')
   if p[1] then redis.call('ZREM', k_state(p[1]), id) end
-  if p[1] and redis.call('EXISTS', k_task(id)) == 1 then
+  -- A call: its promise names its group (or, settled before that rule, its task is kept).
+  if p[1] and (p[3] or redis.call('EXISTS', k_task(id)) == 1) then
     redis.call('HINCRBY', K_COUNTS, p[1], -1)  -- a call leaves the counts with its purge
   end
   if p[2] and p[2] ~= '' then
