@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import hmac
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qs
@@ -48,6 +49,8 @@ from lb.cli.dashboard_feed import Feed
 from lb.cli.dashboard_page import CSS, JS, PAGE
 
 __all__ = ["ACTIONS", "KEEPALIVE_S", "make_app"]
+
+log = logging.getLogger("lb.dashboard")
 
 KEEPALIVE_S = 15.0
 STOP_WAIT_S = 5.0  # a stop waits this long at most for the feed to end
@@ -118,6 +121,8 @@ def make_app(settings: Settings, interval: float, token: str | None) -> Starlett
         finally:
             poller.cancel()
             await asyncio.wait({poller}, timeout=STOP_WAIT_S)  # a stop is bounded, whatever
+            if poller.done() and not poller.cancelled() and poller.exception() is not None:
+                log.warning("lb dashboard: the feed ended: %r", poller.exception())
             with contextlib.suppress(Exception):  # Redis may be gone: a stop is still clean
                 await broker.close()
 

@@ -93,12 +93,14 @@ local function retention_of(root)
   return tonumber(redis.call('HGET', k_promise(root), 'ret')) or RETENTION
 end
 
--- Schedule a settled promise for purge at now + ``ret`` ms. The PEXPIRE is a safety net
--- only: the sweeper deletes the promise and its index entries at that time. (Its task hash,
--- if it had one, went at settle.)
-local function retain(id, now, ret)
+-- Schedule a settled promise (and a task hash it kept: a rejected call's, for the post-mortem)
+-- for purge at now + ``ret`` ms. The PEXPIREs are a safety net only: the sweeper deletes the
+-- promise, its task and its index entries at that time. ``no_task``: it has none (a resolved
+-- call's went at settle; a step never had one), so no PEXPIRE is spent on it.
+local function retain(id, now, ret, no_task)
   redis.call('ZADD', K_GC, now + ret, id)
   redis.call('PEXPIRE', k_promise(id), ret + 86400000)
+  if not no_task then redis.call('PEXPIRE', k_task(id), ret + 86400000) end
 end
 
 -- Settle a pending promise exactly once. Returns the resulting state, or false if missing.
@@ -112,28 +114,33 @@ local function settle(id, state, value, vh, now, cur, t)
   cur = cur or redis.call('HMGET', pk, unpack(PROMISE_READ))
   if not cur[1] then return false end
   if cur[1] ~= 'pending' then return cur[1] end
+  local tk = k_task(id)
+  t = t or redis.call('HMGET', tk, 'state', 'group', 'eid')
   -- A resolved call keeps its value, not its arguments (memory); a rejected one keeps both,
-  -- for the post-mortem.
-  if state == 'resolved' then
-    redis.call('HSET', pk, 'state', state, 'value', value, 'vh', vh, 'settled_at', now,
-               'param', '', 'ph', '')
-  else
-    redis.call('HSET', pk, 'state', state, 'value', value, 'vh', vh, 'settled_at', now)
-  end
+  -- for the post-mortem. A call's promise names its group ('g', set here too for a call
+  -- created by a version before new_promise did), which outlives a resolved call's task.
+  local f = {'state', state, 'value', value, 'vh', vh, 'settled_at', now}
+  if state == 'resolved' then f[#f + 1] = 'param'; f[#f + 1] = ''; f[#f + 1] = 'ph'; f[#f + 1] = '' end
+  if t[1] then f[#f + 1] = 'g'; f[#f + 1] = t[2] end
+  redis.call('HSET', pk, unpack(f))
   redis.call('ZREM', k_state('pending'), id)
   redis.call('ZADD', k_state(state), cur[2], id)
   redis.call('ZREM', K_TIMEOUTS, id)
-  local tk = k_task(id)
-  t = t or redis.call('HMGET', tk, 'state', 'group', 'eid')
   if t[1] then
     redis.call('HINCRBY', K_COUNTS, 'pending', -1)
     redis.call('HINCRBY', K_COUNTS, state, 1)
   end
-  if t[1] and t[1] ~= 'fulfilled' then  -- 'fulfilled': a task settled before this rule
+  local no_task = not t[1]
+  if t[1] and t[1] ~= 'fulfilled' then
     drop_entry(t[2], t[3])
-    -- The task is done: its hash goes (a settled call is its promise alone; the promise's
-    -- 'g' names the group). Any holder's next write or heartbeat finds no task: FENCED/lost.
-    redis.call('DEL', tk)
+    if state == 'resolved' then
+      -- Done, and nothing to look back on: the hash goes (a resolved call is its promise
+      -- alone). A holder's next write or heartbeat finds no task: FENCED / lost.
+      redis.call('DEL', tk)
+      no_task = true
+    else  -- a rejected call keeps its attempts, deaths, dead holder... for the post-mortem
+      redis.call('HSET', tk, 'state', 'fulfilled', 'eid', '', 'pid', '')
+    end
   end
   -- Retention rule: a step lives at least as long as its root is pending, then the root's
   -- retention. A root (or a step whose root is gone or settled) is retained from now on; a
@@ -143,7 +150,7 @@ local function settle(id, state, value, vh, now, cur, t)
   if root and redis.call('HGET', k_promise(root), 'state') == 'pending' then
     redis.call('SADD', k_children(root), id)
   else
-    retain(id, now, root and retention_of(root) or own_ret)
+    retain(id, now, root and retention_of(root) or own_ret, no_task)
   end
   -- Parked steps and suspended callers are rare: one EXISTS answers for both (a step has no
   -- parked steps of its own); waiting clients (every rpc) are read directly.
@@ -229,6 +236,7 @@ end
 -- refused, garbage), for the metrics.
 local function count_dead(group, kind)
   redis.call('HINCRBY', B .. ':stats:' .. group, 'dlq:' .. kind, 1)
+  redis.call('PEXPIRE', B .. ':stats:' .. group, RETENTION)
 end
 
 local function dead_letter(tid, group, eid, reason, now, etype, kind)
@@ -301,8 +309,9 @@ end
 
 -- Dead-letter an entry that names no task (garbage on the stream).
 local function dead_entry(group, eid, tid, now)
-  if tid ~= '' and redis.call('HGET', k_promise(tid), 'g') then
-    drop_entry(group, eid)  -- a stale entry of a call already settled (its task went then)
+  local p = tid ~= '' and redis.call('HMGET', k_promise(tid), 'state', 'g') or {}
+  if p[2] and p[1] ~= 'pending' then
+    drop_entry(group, eid)  -- a stale entry of a call resolved already (its task went then)
     return {eid, 'skip'}
   end
   redis.call('XADD', k_dlq(group), 'MAXLEN', '~', '10000', '*', 't', tid, 'eid', eid,

@@ -386,10 +386,14 @@ class Driver:
             state = h.get(b"state", b"").decode()
             eid = h.get(b"eid", b"").decode()
             if t.state != "pending":
-                if h:  # a settled call is its promise alone: the task hash went at settle
-                    raise Violation(f"{t.id}: settled, yet its task hash is kept: {h}")
+                # A resolved call is its promise alone (its task hash went at settle); a
+                # rejected one keeps a completed task for the post-mortem.
+                if h and (t.state == "resolved" or state != "fulfilled"):
+                    raise Violation(f"{t.id}: {t.state}, yet its task hash is {h}")
                 continue  # settled: checked through the promise below
-            if state != t.task and not (t.task == "pending" and not h):
+            if not h and t.task == "pending":
+                continue  # resolved in Redis meanwhile (checked through the promise below)
+            if state != t.task:
                 raise Violation(f"{t.id}: task {state!r} in Redis, {t.task!r} in the model")
             deaths = int(h.get(b"deaths", b"0") or 0)
             if deaths != t.deaths:
