@@ -66,10 +66,20 @@ local function ensure_group(group)
   end
 end
 
+-- Add an entry naming task ``tid`` to its group's stream; returns the entry id. The stream
+-- is there for every call but a group's first (NOMKSTREAM answers nil without it): only
+-- then is the group registered and its consumer group made, so that a call of a known group
+-- costs one command here, not two.
+local function add_entry(tid, group)
+  local eid = redis.call('XADD', k_stream(group), 'NOMKSTREAM', '*', 't', tid)
+  if eid then return eid end
+  ensure_group(group)
+  return redis.call('XADD', k_stream(group), '*', 't', tid)
+end
+
 -- Put a task (back) on its group's stream as a fresh entry; returns the entry id.
 local function deliver(tid, group)
-  ensure_group(group)
-  local eid = redis.call('XADD', k_stream(group), '*', 't', tid)
+  local eid = add_entry(tid, group)
   redis.call('HSET', k_task(tid), 'state', 'pending', 'eid', eid, 'pid', '')
   return eid
 end
@@ -221,8 +231,7 @@ local function new_promise(id, param, ph, tags, timeout, group, timer, now, cap,
     end
   end
   if group ~= '' then  -- deliver(), with the task's first write folded in
-    ensure_group(group)
-    local eid = redis.call('XADD', k_stream(group), '*', 't', id)
+    local eid = add_entry(id, group)
     redis.call('HSET', k_task(id), 'state', 'pending', 'v', 0, 'pid', '', 'group', group,
                'eid', eid, 'strikes', 0, 'fails', 0, 'created_at', now)
     redis.call('HINCRBY', K_COUNTS, 'pending', 1)
