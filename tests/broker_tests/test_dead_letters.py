@@ -90,6 +90,35 @@ def test_garbage_entries_dead_lettered_by_acquire(redis_url: str, prefix: str) -
     asyncio.run(scenario())
 
 
+def test_a_stale_entry_of_a_resolved_call_is_dropped_not_dead_lettered(
+    redis_url: str, prefix: str
+) -> None:
+    """A resolved call keeps no task hash: a leftover entry naming it (XADDed by hand here)
+    is dropped without a dead letter, and the call stays resolved; an entry naming a pending
+    call whose task hash is gone (lost by hand) is still a dead letter."""
+
+    async def scenario() -> None:
+        b = make_broker(redis_url, prefix)
+        a = TaskQueue(b, GROUP, "A")
+        try:
+            await a.ensure_group()
+            await b.create("done", group=GROUP)
+            c = await claim_one(a)
+            await a.fulfill(c.fence("A"), "resolved", b"v")
+            await b.create("lost", group=GROUP)
+            await b.redis.delete(b.keys.task("lost"))
+            await b.redis.xadd(stream(b), {"t": "done"})
+            held, dead = await claim(a, 10)
+            assert held == [] and dead == ["lost"]
+            assert [d["t"] for d in await _dlq(b)] == ["lost"]
+            assert (await b.get("done")).state == "resolved"
+            assert await stream_counts(b) == (0, 0)
+        finally:
+            await shutdown(a, b)
+
+    asyncio.run(scenario())
+
+
 def test_garbage_and_unacquired_entries_via_takeover(redis_url: str, prefix: str) -> None:
     """A reads a garbage entry and a real one but dies before acquire; B's takeover
     dead-letters the garbage and takes the real task at version 1 with no previous holder."""

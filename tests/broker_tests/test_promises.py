@@ -410,3 +410,34 @@ def test_family_keys_in_redis_share_one_slot(redis_url: str, prefix: str) -> Non
             await shutdown(tq, b)
 
     asyncio.run(scenario())
+
+
+def test_a_call_created_by_an_older_version_leaves_the_counts_at_its_purge(
+    redis_url: str, prefix: str
+) -> None:
+    """A call whose promise has no 'g' (created by a version before the field: it is removed
+    by hand here) and is resolved by this version: settle names its group on the promise, so
+    the purge takes it out of the call counts although its task hash went at settle."""
+
+    async def scenario() -> None:
+        b = make_broker(redis_url, prefix, retention_ms=200)
+        tq = TaskQueue(b, GROUP, "sweeper")
+        base = b.keys.base_for("old")
+        try:
+            await b.create("old", b"p", group=GROUP)
+            assert await b.redis.hdel(b.keys.promise("old"), "g") == 1
+            await b.settle("old", "resolved", b"v")
+            assert await b.redis.exists(b.keys.task("old")) == 0
+            assert await b.redis.hget(b.keys.promise("old"), "g") == GROUP.encode()
+            assert int(await b.redis.hget(Keys.counts(base), "resolved") or 0) == 1
+
+            async def purged() -> bool:
+                await tq.sweep(lease_ms=1000)
+                return await b.redis.exists(b.keys.promise("old")) == 0
+
+            await eventually(purged, what="settled promise purged")
+            assert int(await b.redis.hget(Keys.counts(base), "resolved") or 0) == 0
+        finally:
+            await shutdown(tq, b)
+
+    asyncio.run(scenario())
