@@ -5,8 +5,8 @@ Runs lb's real lifecycle through its scripts (create with a task, read, acquire,
 what a worker does, without user code) for ``--n`` calls per value size, then divides
 Redis's ``used_memory`` growth by the number of calls. What remains per call is everything a
 settled call keeps until its retention ends: the promise hash and the index entries (state,
-gc); a resolved call's task hash goes at settle. Prints that per value size and the memory a retention needs at 100,
-1,000 and 10,000 calls/s.
+gc); a resolved call's task hash goes at settle. Prints that per value size and the memory a
+retention needs at 100, 1,000 and 10,000 calls/s.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ import msgpack
 from lb.broker.client import Broker, translate_errors
 from lb.broker.codec import decode
 from lb.broker.errors import BadInput
-from lb.broker.keys import Keys, check_id
+from lb.broker.keys import CONSUMER_GROUP, Keys, check_id
 
 __all__ = ["CHILDREN_MAX", "DEAD_SCAN", "PREVIEW_CHARS", "lookup", "recent_dead_letters"]
 
@@ -216,6 +216,15 @@ async def lookup(broker: Broker, pid: str) -> dict[str, Any]:
         children, more = await _children(broker, pid)
         takeovers: list[dict[str, Any]] = []
         dead: list[dict[str, Any]] = []
+        if task and task["group"] and task["state"] == "pending" and task["eid"]:
+            # A first delivery runs straight from its entry before any write acquires it
+            # (lib.lua held()): its reader, from the group's pending list, is its holder.
+            q = Keys.stream(broker.keys.base_for(pid), task["group"])
+            rows: Any = await broker.redis.xpending_range(
+                q, CONSUMER_GROUP, task["eid"], task["eid"], 1
+            )
+            if rows:
+                task |= {"state": "acquired", "pid": _s(rows[0]["consumer"]), "v": "1"}
         if task and task["group"]:
             takeovers = await _takeovers_of(broker, pid, task["group"])
             dead = await _dead_letters_of(broker, pid, task["group"])

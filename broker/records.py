@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Claimed", "Fence", "Promise", "parse_promise"]
+__all__ = ["Claimed", "Entry", "Fence", "Promise", "parse_promise"]
 
 SETTLED_STATES = ("resolved", "rejected", "rejected_canceled", "rejected_timedout")
 
@@ -120,6 +120,37 @@ class Claimed:
 
     def fence(self, pid: str) -> Fence:
         return Fence(self.task_id, self.version, pid)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A stream entry a worker read (XREADGROUP): entry id, task id ('' when the entry names
+    none) and, for a call's first delivery, the call itself (lib.lua new_promise: its params,
+    their headers and its deadline), which lets the worker run it without an acquire."""
+
+    eid: str
+    tid: str
+    param: bytes | None = None  # None: not a first delivery (or params too big to carry)
+    param_headers: bytes = b""
+    timeout_at: int = 0
+
+    def fast(self, base: str, group: str, now_ms: int) -> Claimed:
+        """The call held straight from this entry (the fast path): fenced by '~' + entry id,
+        which the holder's first fenced write or heartbeat turns into version 1 (lib.lua
+        held()). First delivery: strikes 1, no lapses, no previous holder, not a suspect."""
+        assert self.param is not None
+        return Claimed(
+            task_id=self.tid,
+            version="~" + self.eid,
+            strikes=1,
+            param=self.param,
+            param_headers=self.param_headers,
+            timeout_at=self.timeout_at,
+            entry_id=self.eid,
+            base=base,
+            group=group,
+            claimed_at_ms=now_ms,
+        )
 
 
 def parse_claims(rows: list[Any], base: str, group: str) -> tuple[list[Claimed], list[str]]:

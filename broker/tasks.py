@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable
-from typing import Any, cast
+from typing import Any, cast, overload
 
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
@@ -26,7 +27,7 @@ from lb.broker.client import Broker, make_redis, translate_errors
 from lb.broker.errors import BadInput, PayloadTooLarge
 from lb.broker.keys import CONSUMER_GROUP, Keys, check_group
 from lb.broker.lane import Lane
-from lb.broker.records import Claimed, Fence, Promise, parse_claims, parse_promise
+from lb.broker.records import Claimed, Entry, Fence, Promise, parse_claims, parse_promise
 
 __all__ = ["TaskQueue"]
 
@@ -35,18 +36,44 @@ def _s(b: Any) -> str:
     return b.decode() if isinstance(b, bytes) else str(b)
 
 
-def _field(fields: Any, name: bytes) -> bytes:
-    """Field ``name`` of a raw stream entry ([k, v, ...], a RESP3 map, or nil: deleted)."""
+@overload
+def _field(fields: Any, name: bytes) -> bytes: ...
+@overload
+def _field(fields: Any, name: bytes, missing: None) -> bytes | None: ...
+def _field(fields: Any, name: bytes, missing: bytes | None = b"") -> bytes | None:
+    """Field ``name`` of a raw stream entry ([k, v, ...], a RESP3 map, or nil: deleted);
+    ``missing`` when the entry has no such field."""
     if isinstance(fields, dict):
-        v = fields.get(name, b"")
+        v = fields.get(name, missing)
     elif isinstance(fields, list):
-        v = next((fields[i + 1] for i in range(0, len(fields) - 1, 2) if fields[i] == name), b"")
+        v = next(
+            (fields[i + 1] for i in range(0, len(fields) - 1, 2) if fields[i] == name), missing
+        )
     else:
-        v = b""
-    return v if isinstance(v, bytes) else b""
+        v = missing
+    return v if isinstance(v, bytes) or v is None else missing
+
+
+def _entry(eid: str, fields: Any) -> Entry:
+    """A raw stream entry as read: its task id, and the call a first delivery carries."""
+    try:
+        tid = _field(fields, b"t").decode("utf-8")
+    except UnicodeDecodeError:
+        tid = ""
+    param = _field(fields, b"p", None)
+    if param is None:
+        return Entry(eid, tid)
+    try:
+        deadline = int(_field(fields, b"d"))
+    except ValueError:
+        return Entry(eid, tid)  # not lb's own entry: the acquire judges it
+    return Entry(eid, tid, param, _field(fields, b"h"), deadline)
 
 
 log = logging.getLogger("lb.broker")
+# A first delivery whose deadline is closer than this (by the estimated Redis clock) is not run
+# straight from its entry: an acquire times it out if it is past.
+FAST_DEADLINE_MARGIN_MS = 1000
 # A consumer that holds nothing and has not read for this long (or 10 ttl) is deleted.
 PRUNE_IDLE_MS = 60_000
 
@@ -67,6 +94,7 @@ class TaskQueue:
         self._reads = Lane(self.blocking.connection_pool, 1)
         self._cursors = dict.fromkeys(self.bases, "0-0")
         self._suspect: dict[str, tuple[float, float]] = {}  # consumer -> first, last seen gone
+        self._clock_offset_ms = 0  # Redis clock - local clock (register(), each acquire)
 
     async def close(self) -> None:
         await self._reads.close()
@@ -93,9 +121,10 @@ class TaskQueue:
                 pipe.hset(Keys.worker_info(base, self.pid), mapping=cast(Any, info))
                 pipe.pexpire(Keys.worker_info(base, self.pid), ttl_ms * 3)
                 pipe.execute_command("TIME")
-                await pipe.execute()
+                sec, usec = (await pipe.execute())[-1]
+                self._learn_clock(int(sec) * 1000 + int(usec) // 1000)
 
-    async def read(self, count: int, block_ms: int) -> dict[str, list[tuple[str, str]]]:
+    async def read(self, count: int, block_ms: int) -> dict[str, list[Entry]]:
         """Read up to ``count`` new entries (blocking up to ``block_ms``), by shard base."""
         streams = list(self.streams)
         command = ("XREADGROUP", "GROUP", CONSUMER_GROUP, self.pid, "COUNT", count,
@@ -110,30 +139,58 @@ class TaskQueue:
                 await self.ensure_group()
                 return {}
             raise
-        out: dict[str, list[tuple[str, str]]] = {}
+        out: dict[str, list[Entry]] = {}
         # RESP2: [[stream, entries], ...]; RESP3: {stream: entries}; nil when nothing came.
         by_stream = resp.items() if isinstance(resp, dict) else (resp or [])
         for stream, entries in by_stream:
             base = self.streams[_s(stream)]
             for eid, fields in entries:
-                tid = _field(fields, b"t")
-                try:
-                    tid_s = tid.decode("utf-8")
-                except UnicodeDecodeError:
-                    tid_s = ""
-                out.setdefault(base, []).append((_s(eid), tid_s))
+                out.setdefault(base, []).append(_entry(_s(eid), fields))
         return out
 
-    async def acquire(
-        self, base: str, entries: list[tuple[str, str]]
-    ) -> tuple[list[Claimed], list[str]]:
+    def redis_now_ms(self) -> int:
+        """The Redis clock, estimated from the local one (offset learned at each claim)."""
+        return int(time.time() * 1000) + self._clock_offset_ms
+
+    def _learn_clock(self, redis_ms: int) -> None:
+        if redis_ms > 0:
+            self._clock_offset_ms = redis_ms - int(time.time() * 1000)
+
+    async def claim(self, base: str, entries: list[Entry]) -> tuple[list[Claimed], list[str]]:
+        """Hold the entries just read, as the worker does: a call's first delivery (its entry
+        carries the call) is held at once, with no round trip (:meth:`Entry.fast`; acquired by
+        the holder's first fenced write or heartbeat); any other entry, or one whose deadline
+        is near (an acquire times it out instead of running it), goes through :meth:`acquire`."""
+        held, slow = self.split(base, entries)
+        if not slow:
+            return held, []
+        h, dead = await self.acquire(base, slow)
+        return held + h, dead
+
+    def split(self, base: str, entries: list[Entry]) -> tuple[list[Claimed], list[Entry]]:
+        """The entries :meth:`claim` holds at once (first deliveries, their deadline not near)
+        and those it acquires."""
+        held: list[Claimed] = []
+        slow: list[Entry] = []
+        now = self.redis_now_ms()
+        for e in entries:
+            if e.param is not None and e.tid and e.timeout_at > now + FAST_DEADLINE_MARGIN_MS:
+                held.append(e.fast(base, self.group, now))
+            else:
+                slow.append(e)
+        return held, slow
+
+    async def acquire(self, base: str, entries: list[Entry]) -> tuple[list[Claimed], list[str]]:
         """Hold the entries just read: bump versions, load params; garbage is dead-lettered."""
         flat: list[str] = []
-        for eid, tid in entries:
-            flat += [eid, tid]
+        for e in entries:
+            flat += [e.eid, e.tid]
         args = [self.pid, self.group, self.broker.settings.max_deliveries, *flat]
         rows = await self.broker.script("acquire", [Keys.stream(base, self.group)], args)
-        return parse_claims(rows, base, self.group)
+        held, dead = parse_claims(rows, base, self.group)
+        if held:
+            self._learn_clock(held[-1].claimed_at_ms)
+        return held, dead
 
     async def fulfill(
         self, fence: Fence, state: str, value: bytes, value_headers: bytes = b""
@@ -171,6 +228,8 @@ class TaskQueue:
             [*fence.args(), state, value, b"", "1", self.broker.settings.max_deliveries],
         )
         held, dead = parse_claims(raw[1], base, self.group)
+        if held:
+            self._learn_clock(held[-1].claimed_at_ms)
         final = raw[0].decode() if isinstance(raw[0], bytes) else str(raw[0])
         return final, held, dead
 

@@ -254,7 +254,7 @@ class Worker(RidesOutages, Health, Upkeep):
                 got = await self.queue.read(self.free, block_ms=READ_BLOCK_MS)
                 self.outage.answered()
                 for base, entries in got.items():
-                    held, dead = await self.queue.acquire(base, entries)
+                    held, dead = await self.queue.claim(base, entries)
                     self.outage.over()
                     self._took(held, dead)
             except asyncio.CancelledError:

@@ -1,6 +1,6 @@
 -- fulfill.lua: the holder of a task settles the task's promise and completes the task.
 -- KEYS[1] promise key   ARGV[1] base   ARGV[2] retention_ms
--- ARGV[3] task id   ARGV[4] version   ARGV[5] pid
+-- ARGV[3] task id   ARGV[4] version (or '~' .. entry id: a fast delivery, see held())   ARGV[5] pid
 -- ARGV[6] state (resolved|rejected)   ARGV[7] value   ARGV[8] value headers
 -- ARGV[9] '1': in the same step, claim the next entry of the task's group for this worker
 --         (the slot this completion frees; a worker under load completes one call and
@@ -14,16 +14,16 @@
 -- in the same step, so the stream keeps only backlog and in-flight work. Counts the completion
 -- per worker in stats:<group> (for lb status / lb top); heartbeat.lua renews its expiry.
 local tid, v, pid, state, value, vh = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
-local t = redis.call('HMGET', k_task(tid), 'state', 'v', 'pid', 'group', 'eid')  -- holds()
-if t[1] ~= 'acquired' or t[2] ~= v or t[3] ~= pid then return fenced_error(tid, v, pid) end
+local t = held(tid, v, pid)  -- {state, v, pid, eid, group}; a fast delivery is acquired here
+if not t then return fenced_error(tid, v, pid) end
 if state ~= 'resolved' and state ~= 'rejected' then
   return redis.error_reply('BADSTATE a task settles resolved or rejected')
 end
 local now = now_ms()
 -- Deadline first (as get does): a holder finishing after the deadline finds it timed out.
 local final, cur = lazy_timeout(tid, now)
-if final == 'pending' then final = settle(tid, state, value, vh, now, cur, {t[1], t[4], t[5]}) end
-local sk = B .. ':stats:' .. t[4]
+if final == 'pending' then final = settle(tid, state, value, vh, now, cur, {t[1], t[5], t[4]}) end
+local sk = B .. ':stats:' .. t[5]
 -- The heartbeats of the group's workers renew the expiry; here only a worker's first count
 -- sets it (it may have created the key).
 if redis.call('HINCRBY', sk, 'done:' .. pid, 1) == 1 then redis.call('PEXPIRE', sk, RETENTION) end
@@ -32,12 +32,12 @@ local rows = {}
 -- Only entries never delivered ('>'): what blocked readers did not get. pcall: a stream or
 -- group deleted by hand is NOGROUP; the worker's own read loop recreates it.
 local ok, got = pcall(redis.call, 'XREADGROUP', 'GROUP', CG, pid, 'COUNT', 1, 'STREAMS',
-                      k_stream(t[4]), '>')
+                      k_stream(t[5]), '>')
 if ok and got and got[1] then
   for _, e in ipairs(got[1][2]) do
     local next_tid = ''
     for j = 1, #e[2], 2 do if e[2][j] == 't' then next_tid = e[2][j + 1] end end
-    table.insert(rows, acquire_entry(e[1], next_tid, pid, t[4], now, tonumber(ARGV[10]), false))
+    table.insert(rows, acquire_entry(e[1], next_tid, pid, t[5], now, tonumber(ARGV[10]), false))
   end
 end
 return {final, rows}

@@ -2,7 +2,7 @@
 -- KEYS[1] the group's stream   ARGV[1] base   ARGV[2] retention_ms
 -- ARGV[3] worker pid   ARGV[4] group   ARGV[5] worker info TTL in ms
 -- ARGV[6] the liveness scanner's lease ms ('' = do not try for it: not shard 0)
--- ARGV[7..] pairs: task id, version
+-- ARGV[7..] pairs: task id, version (or '~' .. entry id: a fast delivery, lib.lua held())
 -- Returns {1 if this worker now holds the scanner's lease, 2 if its standby lease (taken when
 -- free and the scanner's is held by another), else 0, 1 if the scanner saw work
 -- of this group silent past its holder's ttl (the key silent:<group>: a worker with free
@@ -43,7 +43,21 @@ for i = 7, #ARGV, 2 do
   local tid, v = ARGV[i], ARGV[i + 1]
   local tk = B .. ':t:' .. tid
   local h = redis.call('HMGET', tk, 'state', 'v', 'pid', 'eid')
-  if h[1] == 'acquired' and h[2] == v and h[3] == pid then
+  local ok = h[1] == 'acquired' and h[2] == v and h[3] == pid
+  if not ok and string.byte(v, 1) == 126 and h[4] == string.sub(v, 2) then
+    -- A fast delivery ('~' .. entry id): lib.lua held(), spelled out. Acquired by this beat
+    -- if still unacquired on that entry and the entry is this worker's.
+    if h[1] == 'acquired' then
+      ok = h[2] == '1' and h[3] == pid
+    elseif h[1] == 'pending' and h[2] == '0' then
+      local own = redis.call('XPENDING', B .. ':q:' .. group, CG, h[4], h[4], 1)
+      if own[1] and own[1][2] == pid then
+        redis.call('HSET', tk, 'state', 'acquired', 'v', 1, 'pid', pid, 'strikes', 1)
+        ok = true
+      end
+    end
+  end
+  if ok then
     redis.call('XCLAIM', B .. ':q:' .. group, CG, pid, 0, h[4], 'JUSTID')
   else
     table.insert(lost, tid)

@@ -70,11 +70,14 @@ end
 -- is there for every call but a group's first (NOMKSTREAM answers nil without it): only
 -- then is the group registered and its consumer group made, so that a call of a known group
 -- costs one command here, not two.
-local function add_entry(tid, group)
-  local eid = redis.call('XADD', k_stream(group), 'NOMKSTREAM', '*', 't', tid)
+-- ``call`` (a call's first delivery only, new_promise()): the fields that let a worker run it
+-- straight from the entry, without an acquire (see held()).
+local function add_entry(tid, group, call)
+  local f = call or {'t', tid}
+  local eid = redis.call('XADD', k_stream(group), 'NOMKSTREAM', '*', unpack(f))
   if eid then return eid end
   ensure_group(group)
-  return redis.call('XADD', k_stream(group), '*', 't', tid)
+  return redis.call('XADD', k_stream(group), '*', unpack(f))
 end
 
 -- Put a task (back) on its group's stream as a fresh entry; returns the entry id.
@@ -209,6 +212,10 @@ local function lazy_timeout(id, now)
   return p[1] or false, p
 end
 
+-- The largest params (with their headers) a call's first stream entry carries: a call holds
+-- them twice (promise and entry) until that first delivery ends (settled, requeued, released).
+local FAST_PARAM_MAX = 4096
+
 -- Store a new pending promise (indexes, deadline) and, with a group, its task on the stream.
 -- The deadline is now + timeout, capped at ``cap`` (absolute ms; a step's parent deadline) when
 -- one is given, so that a step never outlives the call it belongs to.
@@ -231,7 +238,14 @@ local function new_promise(id, param, ph, tags, timeout, group, timer, now, cap,
     end
   end
   if group ~= '' then  -- deliver(), with the task's first write folded in
-    local eid = add_entry(id, group)
+    -- The first delivery carries the call (params up to FAST_PARAM_MAX bytes: a larger one
+    -- is read from the promise by an acquire), so that a worker runs it at once (held()).
+    local call = nil
+    if #param + #ph <= FAST_PARAM_MAX then
+      call = {'t', id, 'p', param, 'd', timeout_at}
+      if ph ~= '' then call[#call + 1] = 'h'; call[#call + 1] = ph end
+    end
+    local eid = add_entry(id, group, call)
     redis.call('HSET', k_task(id), 'state', 'pending', 'v', 0, 'pid', '', 'group', group,
                'eid', eid, 'strikes', 0, 'fails', 0, 'created_at', now)
     redis.call('HINCRBY', K_COUNTS, 'pending', 1)
@@ -354,10 +368,38 @@ local function acquire_entry(eid, tid, pid, group, now, maxd, check_owner)
   return claim(tid, eid, pid, group, now, maxd, nil, t)
 end
 
--- True when (tid, v, pid) is the current holder of an acquired task.
+-- The holder's read of its task: {state, v, pid, eid, group} when (tid, v, pid) holds it right
+-- now, else false. ``v`` is a version, or for a call run straight from its first stream entry
+-- (the fast path: the entry carries the call, so the worker ran it without an acquire) '~'
+-- followed by that entry's id. Such a delivery is acquired here, by the holder's first fenced
+-- write (or heartbeat: heartbeat.lua does the same), exactly as claim() would have acquired it:
+-- version 1, strikes 1, held by ``pid`` - and only while the task is still pending at version 0
+-- on that very entry, and the entry is in ``pid``'s pending list (delivered to it, not taken
+-- over, requeued, settled or delivered anew since). From then on the '~' fence matches
+-- version 1 held by ``pid`` on that entry, and nothing else.
+local HELD_READ = {'state', 'v', 'pid', 'eid', 'group'}
+local function held(tid, v, pid)
+  local tk = k_task(tid)
+  local t = redis.call('HMGET', tk, unpack(HELD_READ))
+  if string.byte(v, 1) ~= 126 then  -- '~'
+    if t[1] == 'acquired' and t[2] == v and t[3] == pid then return t end
+    return false
+  end
+  if t[4] ~= string.sub(v, 2) then return false end
+  if t[1] == 'acquired' then
+    if t[2] == '1' and t[3] == pid then return t end
+    return false
+  end
+  if t[1] ~= 'pending' or t[2] ~= '0' then return false end
+  local own = redis.call('XPENDING', k_stream(t[5]), CG, t[4], t[4], 1)
+  if not own[1] or own[1][2] ~= pid then return false end
+  redis.call('HSET', tk, 'state', 'acquired', 'v', 1, 'pid', pid, 'strikes', 1)
+  return {'acquired', '1', pid, t[4], t[5]}
+end
+
+-- True when (tid, v, pid) is the current holder of the task (see held()).
 local function holds(tid, v, pid)
-  local t = redis.call('HMGET', k_task(tid), 'state', 'v', 'pid')
-  return t[1] == 'acquired' and t[2] == v and t[3] == pid
+  return held(tid, v, pid) ~= false
 end
 
 local function fenced_error(tid, v, pid)

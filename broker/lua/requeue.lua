@@ -11,7 +11,9 @@
 -- back on the stream marked with its dead holder (field 'dead', reported by the next claim).
 -- When the dead worker ran several calls, none is blamed: each goes back marked 'suspect',
 -- and the worker that claims a suspect runs it alone (nothing else beside it), so that a
--- death during that run is attributable. Entries read but not acquired go back as they were;
+-- death during that run is attributable. A call's first entry, which the worker runs as soon
+-- as it reads it (the fast path, lib.lua held()), counts as held from the read on. Other
+-- entries read but not acquired go back as they were;
 -- entries no task points at are dropped. Every way out leaves the task not 'acquired' by the
 -- dead consumer, so from this instant its every write is refused (FENCED). The consumer is
 -- then deleted if it holds nothing. Any worker with a free slot reads the fresh entries at
@@ -26,11 +28,20 @@ for _, row in ipairs(pend) do
   local eid = row[1]
   local found = redis.call('XRANGE', q, eid, eid)
   local fields = found[1] and found[1][2]
-  local tid = false
+  local tid, fast = false, false
   if fields then
-    for j = 1, #fields, 2 do if fields[j] == 't' then tid = fields[j + 1] end end
+    for j = 1, #fields, 2 do
+      if fields[j] == 't' then tid = fields[j + 1] elseif fields[j] == 'p' then fast = true end
+    end
   end
-  local t = tid and redis.call('HMGET', k_task(tid), 'state', 'eid', 'strikes') or {}
+  local t = tid and redis.call('HMGET', k_task(tid), 'state', 'eid', 'strikes', 'v') or {}
+  if fast and t[1] == 'pending' and t[2] == eid and t[4] == '0' then
+    -- A first delivery the dead worker was running straight from its entry (the fast path,
+    -- lib.lua held()) before any write of its own acquired it: acquired now, in its name,
+    -- as its first write would have, so that it is blamed and counted like any held call.
+    redis.call('HSET', k_task(tid), 'state', 'acquired', 'v', 1, 'pid', dead, 'strikes', 1)
+    t = {'acquired', eid, '1', '1'}
+  end
   if t[1] == 'acquired' and t[2] == eid then held = held + 1 end
   table.insert(rows, {eid, tid, t})
 end

@@ -20,6 +20,9 @@ local count, maxd = tonumber(ARGV[7]), tonumber(ARGV[8])
 local q = k_stream(group)
 local now = now_ms()
 local claimed = {}
+-- Who held each entry before this pass claimed it: for a first delivery its holder was
+-- running unacquired (the fast path, lib.lua held()), and the task hash does not name it.
+local owner = {}
 for i = 9, #ARGV do
   if count - #claimed <= 0 then break end
   local dead = ARGV[i]
@@ -27,9 +30,13 @@ for i = 9, #ARGV do
     local pend = redis.call('XPENDING', q, CG, '-', '+', count - #claimed, dead)
     for _, p in ipairs(pend) do
       local got = redis.call('XCLAIM', q, CG, pid, 0, p[1], 'JUSTID')
-      for _, id in ipairs(got) do table.insert(claimed, id) end
+      for _, id in ipairs(got) do table.insert(claimed, id); owner[id] = dead end
     end
   end
+end
+-- The silent entries XAUTOCLAIM is about to take, with their holders (one look, bounded).
+for _, p in ipairs(redis.call('XPENDING', q, CG, 'IDLE', min_idle, '-', '+', count * 10)) do
+  owner[p[1]] = owner[p[1]] or p[2]
 end
 -- XAUTOCLAIM scans at most 10 x COUNT pending entries per call; with COUNT 1 (one free slot, the
 -- usual case under load) a silent holder's entries behind a long pending list of live ones
@@ -51,21 +58,29 @@ for _, eid in ipairs(claimed) do
   -- JUSTID (then XRANGE) because Redis 6.2 returns entries deleted from the stream as nil.
   local found = redis.call('XRANGE', q, eid, eid)
   local fields = found[1] and found[1][2]
-  local tid = false
+  local tid, fast = false, false
   if fields then
-    for j = 1, #fields, 2 do if fields[j] == 't' then tid = fields[j + 1] end end
+    for j = 1, #fields, 2 do
+      if fields[j] == 't' then tid = fields[j + 1] elseif fields[j] == 'p' then fast = true end
+    end
   end
   if not fields then
     redis.call('XACK', q, CG, eid)
   else
     local t = false
-    if tid then t = redis.call('HMGET', k_task(tid), 'state', 'eid', 'pid') end
+    if tid then t = redis.call('HMGET', k_task(tid), 'state', 'eid', 'pid', 'v') end
     if not t or not t[1] then
       table.insert(out, dead_entry(group, eid, tid or '', now))
     elseif t[2] ~= eid or (t[1] ~= 'acquired' and t[1] ~= 'pending') then
       drop_entry(group, eid)
       table.insert(out, {eid, 'skip'})
     else
+      if fast and t[1] == 'pending' and t[4] == '0' then
+        -- A first delivery its silent holder ran unacquired (lib.lua held()): acquired in
+        -- that holder's name first, so that this claim counts it as the lapse it was.
+        t[3] = owner[eid] or ''
+        redis.call('HSET', k_task(tid), 'state', 'acquired', 'v', 1, 'pid', t[3], 'strikes', 1)
+      end
       table.insert(out, claim(tid, eid, pid, group, now, maxd, t[3]))
     end
   end

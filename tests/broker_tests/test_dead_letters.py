@@ -120,8 +120,10 @@ def test_a_stale_entry_of_a_resolved_call_is_dropped_not_dead_lettered(
 
 
 def test_garbage_and_unacquired_entries_via_takeover(redis_url: str, prefix: str) -> None:
-    """A reads a garbage entry and a real one but dies before acquire; B's takeover
-    dead-letters the garbage and takes the real task at version 1 with no previous holder."""
+    """A reads a garbage entry and a real call's first entry, then goes silent; B's takeover
+    dead-letters the garbage and takes the call over from A. A worker runs a first delivery
+    from the read on (the fast path, no acquire), so it was A's: version 2 (A's run was 1),
+    previous holder A, one lapse."""
 
     async def scenario() -> None:
         b = make_broker(redis_url, prefix)
@@ -131,14 +133,14 @@ def test_garbage_and_unacquired_entries_via_takeover(redis_url: str, prefix: str
             await b.redis.xadd(stream(b), {"t": "nope"})
             await b.create("real", group=GROUP)
             read = await a.read(10, 100)
-            eids = [eid for eid, _ in read[base0(b)]]
+            eids = [e.eid for e in read[base0(b)]]
             assert len(eids) == 2
             for eid in eids:
                 await wait_idle(b, eid, 100)
             held, dead = await bq.takeover(min_idle_ms=100, count=10)
             assert dead == ["nope"]
-            assert [(h.task_id, h.version, h.previous_holder) for h in held] == [
-                ("real", "1", None)
+            assert [(h.task_id, h.version, h.previous_holder, h.lapses) for h in held] == [
+                ("real", "2", "A", 1)
             ]
             assert len(await _dlq(b)) == 1
             assert await stream_counts(b) == (1, 1)

@@ -223,12 +223,15 @@ def test_the_claim_loops_read_parses_both_reply_protocols(
         try:
             await tq.ensure_group()
             ids = [f"p{protocol}-{i}" for i in range(3)]
-            for pid in ids:
-                await broker.create(pid, b"", group="g")
+            for i, pid in enumerate(ids):
+                await broker.create(pid, f"args{i}".encode(), group="g")
             got = await tq.read(10, block_ms=500)
             ((_base, entries),) = got.items()
-            assert [tid for _, tid in entries] == ids
-            assert all(eid.count("-") == 1 for eid, _ in entries)
+            assert [e.tid for e in entries] == ids
+            assert all(e.eid.count("-") == 1 for e in entries)
+            # A first delivery carries its call: params, and the deadline (a day from now).
+            assert [e.param for e in entries] == [b"args0", b"args1", b"args2"]
+            assert all(e.timeout_at > int(e.eid.split("-")[0]) + 3600_000 for e in entries)
             assert await tq.read(10, block_ms=50) == {}  # nothing more: nil reply
         finally:
             await tq.close()

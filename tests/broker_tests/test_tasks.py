@@ -37,8 +37,9 @@ async def _dlq(b) -> list[dict[str, str]]:  # type: ignore[no-untyped-def]
 
 
 def test_create_with_group_delivers_one_entry(redis_url: str, prefix: str) -> None:
-    """A create with a group adds exactly one stream entry naming the task; the task is pending
-    at version 0 with that entry id, and the group is registered."""
+    """A create with a group adds exactly one stream entry naming the task and carrying the
+    call (its params and deadline: a worker may run it straight from the entry); the task is
+    pending at version 0 with that entry id, and the group is registered."""
 
     async def scenario() -> None:
         b = make_broker(redis_url, prefix)
@@ -47,7 +48,8 @@ def test_create_with_group_delivers_one_entry(redis_url: str, prefix: str) -> No
             entries = await b.redis.xrange(stream(b))
             assert len(entries) == 1
             eid, fields = entries[0]
-            assert fields == {b"t": b"job"}
+            p = await b.get("job")
+            assert fields == {b"t": b"job", b"p": b"params", b"d": str(p.timeout_at).encode()}
             t = await task_hash(b, "job")
             assert (t["state"], t["v"], t["eid"], t["group"], t["strikes"]) == (
                 "pending",
@@ -102,8 +104,8 @@ def test_read_count_is_capacity(redis_url: str, prefix: str) -> None:
                 await b.create(f"job{i}", group=GROUP)
             got_a = await a.read(3, 100)
             got_c = await c.read(3, 100)
-            ids_a = [tid for _, tid in got_a[base0(b)]]
-            ids_c = [tid for _, tid in got_c[base0(b)]]
+            ids_a = [e.tid for e in got_a[base0(b)]]
+            ids_c = [e.tid for e in got_c[base0(b)]]
             assert ids_a == ["job0", "job1", "job2"]
             assert ids_c == ["job3", "job4", "job5"]
             held, dead = await a.acquire(base0(b), got_a[base0(b)])
@@ -216,7 +218,7 @@ def test_cancel_fences_reader_and_holder(redis_url: str, prefix: str) -> None:
             ch = await claim_one(a)
             await b.create("read", group=GROUP)
             read = await a.read(10, 100)
-            assert [tid for _, tid in read[base0(b)]] == ["read"]
+            assert [e.tid for e in read[base0(b)]] == ["read"]
             for pid in ("held", "read"):
                 changed, p = await b.settle(pid, "rejected_canceled", b"")
                 assert changed and p.state == "rejected_canceled"

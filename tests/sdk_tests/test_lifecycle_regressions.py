@@ -79,7 +79,7 @@ def test_late_acquire_does_not_orphan_the_task(redis_url: str, prefix: str) -> N
             assert held_a == [] and dead == []
             pel = await b.redis.xpending_range(f"{base}:q:g", "lb", "-", "+", 10)
             assert [(p["consumer"], p["message_id"].decode()) for p in pel] == [
-                (b"B", entries[0][0])
+                (b"B", entries[0].eid)
             ]
             held_c, _ = await qc.takeover(0, 1)  # B died
             assert [c.task_id for c in held_c] == ["job"]
@@ -259,11 +259,15 @@ def test_blocking_call_in_async_def_stops_renewals(redis_url: str, prefix: str) 
         settings={"ttl_ms": 1000},
     )  # fmt: skip
     b = _worker(redis_url, prefix, pid="hog-b", concurrency=2, settings={"ttl_ms": 1000})
+    # The caller has a loop of its own: a blocked loop blocks everything on it, the worker's
+    # own callers too (hog starts as soon as its entry is read, the fast path, maybe before
+    # the create's reply is handed back on that same loop).
+    caller = _worker(redis_url, prefix, settings={"ttl_ms": 1000})
     try:
         for w in (a, b):
             w.register(hog, retry=Never())
         a.start()
-        h = a.begin_rpc("hog1", "hog")
+        h = caller.begin_rpc("hog1", "hog")
         assert blocked.wait(10)
         b.start()
         assert h.result(timeout=30) == "hog-b"
@@ -272,6 +276,7 @@ def test_blocking_call_in_async_def_stops_renewals(redis_url: str, prefix: str) 
     finally:
         b.stop()
         a.stop()
+        caller.stop()
 
 
 def test_two_functions_under_one_name_are_refused() -> None:
