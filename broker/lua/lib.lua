@@ -377,8 +377,10 @@ end
 -- on that very entry, and the entry is in ``pid``'s pending list (delivered to it, not taken
 -- over, requeued, settled or delivered anew since). From then on the '~' fence matches
 -- version 1 held by ``pid`` on that entry, and nothing else.
+-- ``settling``: the caller settles the task's promise in this same step (fulfill.lua), which
+-- deletes or completes the task hash: the acquisition is not written, only checked.
 local HELD_READ = {'state', 'v', 'pid', 'eid', 'group'}
-local function held(tid, v, pid)
+local function held(tid, v, pid, settling)
   local tk = k_task(tid)
   local t = redis.call('HMGET', tk, unpack(HELD_READ))
   if string.byte(v, 1) ~= 126 then  -- '~'
@@ -393,7 +395,9 @@ local function held(tid, v, pid)
   if t[1] ~= 'pending' or t[2] ~= '0' then return false end
   local own = redis.call('XPENDING', k_stream(t[5]), CG, t[4], t[4], 1)
   if not own[1] or own[1][2] ~= pid then return false end
-  redis.call('HSET', tk, 'state', 'acquired', 'v', 1, 'pid', pid, 'strikes', 1)
+  if not settling then
+    redis.call('HSET', tk, 'state', 'acquired', 'v', 1, 'pid', pid, 'strikes', 1)
+  end
   return {'acquired', '1', pid, t[4], t[5]}
 end
 
