@@ -20,6 +20,7 @@ import json
 from typing import Any
 
 import msgpack
+import redis.exceptions as rexc
 
 from lb.broker.client import Broker, translate_errors
 from lb.broker.codec import decode
@@ -182,6 +183,22 @@ async def _dead_letters_of(broker: Broker, pid: str, group: str) -> list[dict[st
     return [d for d in (_dead_row(e, f) for e, f in rows) if d["id"] == pid]
 
 
+async def _fast_holder(broker: Broker, pid: str, task: dict[str, Any]) -> None:
+    """Show a call run straight from its first entry (pending at version 0, its entry in a
+    worker's pending list) as held by that worker, at the version its first write gives."""
+    if not task["eid"]:
+        return
+    q = Keys.stream(broker.keys.base_for(pid), task["group"])
+    try:
+        rows: Any = await broker.redis.xpending_range(
+            q, CONSUMER_GROUP, task["eid"], task["eid"], 1
+        )
+    except rexc.ResponseError:  # NOGROUP: the stream or its group deleted by hand
+        return
+    if rows:
+        task |= {"state": "acquired", "pid": _s(rows[0]["consumer"]), "v": "1"}
+
+
 async def lookup(broker: Broker, pid: str) -> dict[str, Any]:
     """One promise as the dashboard shows it: the record (value or error preview, the call's
     function and arguments while it has them), its task (state, holder, version, lapses, ...),
@@ -216,15 +233,11 @@ async def lookup(broker: Broker, pid: str) -> dict[str, Any]:
         children, more = await _children(broker, pid)
         takeovers: list[dict[str, Any]] = []
         dead: list[dict[str, Any]] = []
-        if task and task["group"] and task["state"] == "pending" and task["eid"]:
+        if task and task["group"] and task["state"] == "pending" and task["v"] == "0":
             # A first delivery runs straight from its entry before any write acquires it
-            # (lib.lua held()): its reader, from the group's pending list, is its holder.
-            q = Keys.stream(broker.keys.base_for(pid), task["group"])
-            rows: Any = await broker.redis.xpending_range(
-                q, CONSUMER_GROUP, task["eid"], task["eid"], 1
-            )
-            if rows:
-                task |= {"state": "acquired", "pid": _s(rows[0]["consumer"]), "v": "1"}
+            # (lib.lua held()): the reader of that entry, from the group's pending list, is
+            # its holder (a stream or group deleted by hand: none shown).
+            await _fast_holder(broker, pid, task)
         if task and task["group"]:
             takeovers = await _takeovers_of(broker, pid, task["group"])
             dead = await _dead_letters_of(broker, pid, task["group"])

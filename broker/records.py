@@ -93,7 +93,8 @@ NO_FENCE = ["", "", ""]
 
 @dataclass(frozen=True)
 class Claimed:
-    """A task a worker now holds, at ``version``, with its promise's params."""
+    """A task a worker now holds, at ``version`` (or ``~<entry id>``: a first delivery run
+    straight from its entry, see :meth:`Entry.fast`), with its promise's params."""
 
     task_id: str
     version: str

@@ -94,7 +94,7 @@ class TaskQueue:
         self._reads = Lane(self.blocking.connection_pool, 1)
         self._cursors = dict.fromkeys(self.bases, "0-0")
         self._suspect: dict[str, tuple[float, float]] = {}  # consumer -> first, last seen gone
-        self._clock_offset_ms = 0  # Redis clock - local clock (register(), each acquire)
+        self._clock_offset_ms = 0  # Redis clock - local clock (see redis_now_ms)
 
     async def close(self) -> None:
         await self._reads.close()
@@ -149,7 +149,8 @@ class TaskQueue:
         return out
 
     def redis_now_ms(self) -> int:
-        """The Redis clock, estimated from the local one (offset learned at each claim)."""
+        """The Redis clock, estimated from the local one (offset learned at register() and
+        from the Redis time every acquire and completion's claim reports)."""
         return int(time.time() * 1000) + self._clock_offset_ms
 
     def _learn_clock(self, redis_ms: int) -> None:
@@ -157,10 +158,12 @@ class TaskQueue:
             self._clock_offset_ms = redis_ms - int(time.time() * 1000)
 
     async def claim(self, base: str, entries: list[Entry]) -> tuple[list[Claimed], list[str]]:
-        """Hold the entries just read, as the worker does: a call's first delivery (its entry
-        carries the call) is held at once, with no round trip (:meth:`Entry.fast`; acquired by
-        the holder's first fenced write or heartbeat); any other entry, or one whose deadline
-        is near (an acquire times it out instead of running it), goes through :meth:`acquire`."""
+        """Hold the entries just read: a call's first delivery (its entry carries the call) is
+        held at once, with no round trip (:meth:`Entry.fast`; acquired by the holder's first
+        fenced write or heartbeat); any other entry, or one whose deadline is near (an acquire
+        times it out instead of running it), goes through :meth:`acquire`. The worker itself
+        uses :meth:`split` and starts the fast ones before it awaits the acquire, so that a
+        failed acquire strands none of them."""
         held, slow = self.split(base, entries)
         if not slow:
             return held, []
@@ -181,7 +184,8 @@ class TaskQueue:
         return held, slow
 
     async def acquire(self, base: str, entries: list[Entry]) -> tuple[list[Claimed], list[str]]:
-        """Hold the entries just read: bump versions, load params; garbage is dead-lettered."""
+        """Acquire entries just read (all of them: every one is acquired, none held fast):
+        bump versions, load params; garbage is dead-lettered."""
         flat: list[str] = []
         for e in entries:
             flat += [e.eid, e.tid]

@@ -254,9 +254,14 @@ class Worker(RidesOutages, Health, Upkeep):
                 got = await self.queue.read(self.free, block_ms=READ_BLOCK_MS)
                 self.outage.answered()
                 for base, entries in got.items():
-                    held, dead = await self.queue.claim(base, entries)
-                    self.outage.over()
-                    self._took(held, dead)
+                    # A call's first deliveries start at once (no round trip), before the
+                    # rest are acquired: a failed acquire cannot strand them unrun.
+                    fast, slow = self.queue.split(base, entries)
+                    self._took(fast, [])
+                    if slow:
+                        held, dead = await self.queue.acquire(base, slow)
+                        self.outage.over()
+                        self._took(held, dead)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # never let the loop die

@@ -8,8 +8,9 @@
 --   'skip'} for an entry that is not this worker's to claim; {entry id, 'dead', task id} for
 --   an entry dead-lettered (garbage, or too many deliveries that ended in nothing).
 -- Guarantees: each acquisition bumps the task version (the fencing token) atomically with
--- recording the holder; an entry that does not name a live pending task never reaches user
--- code. A stale reader changes nothing: an entry no longer in this worker's pending list (taken
+-- recording the holder; an entry that does not name a live pending task is never handed out
+-- here (an entry that carries its call may have been run by its reader already, unacquired:
+-- the fast path, lib.lua held(); every write of that run is fenced the same way). A stale reader changes nothing: an entry no longer in this worker's pending list (taken
 -- over while the reader stalled between XREADGROUP and this call) is left alone, so the one
 -- owner invariant holds (an acquired task has exactly one pending entry, owned by its holder).
 local pid, group, maxd = ARGV[3], ARGV[4], tonumber(ARGV[5])

@@ -14,8 +14,9 @@
 -- in the same step, so the stream keeps only backlog and in-flight work. Counts the completion
 -- per worker in stats:<group> (for lb status / lb top); heartbeat.lua renews its expiry.
 local tid, v, pid, state, value, vh = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
--- {state, v, pid, eid, group}; a fast delivery is held from here on (settled below, in this
--- same step, so its acquisition is not written).
+-- {state, v, pid, eid, group}; a fast delivery is held from here on, its acquisition not
+-- written: the settle below, in this same step, deletes or completes the task hash (a
+-- promise missing altogether changes nothing, as before).
 local t = held(tid, v, pid, true)
 if not t then return fenced_error(tid, v, pid) end
 if state ~= 'resolved' and state ~= 'rejected' then

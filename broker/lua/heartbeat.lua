@@ -11,7 +11,8 @@
 -- fleet no extra call: a worker that finds it free (its holder died) becomes the scanner.
 -- Guarantees: only entries the worker owns at the current version are renewed (XCLAIM JUSTID
 -- resets their idle time without counting a delivery); nothing held by another worker is
--- ever touched, because ownership is checked here and not left to XCLAIM.
+-- ever touched, because ownership is checked here and not left to XCLAIM. The one write besides
+-- the renewals: a fast delivery this worker runs unacquired is acquired (lib.lua held()).
 -- Sent without lib.lua (every worker runs it every ttl/5: the prelude would cost more than the
 -- work); the few key shapes it needs are spelled out here, as lib.lua spells them.
 local B, CG = ARGV[1], 'lb'

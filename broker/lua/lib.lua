@@ -372,11 +372,13 @@ end
 -- now, else false. ``v`` is a version, or for a call run straight from its first stream entry
 -- (the fast path: the entry carries the call, so the worker ran it without an acquire) '~'
 -- followed by that entry's id. Such a delivery is acquired here, by the holder's first fenced
--- write (or heartbeat: heartbeat.lua does the same), exactly as claim() would have acquired it:
--- version 1, strikes 1, held by ``pid`` - and only while the task is still pending at version 0
--- on that very entry, and the entry is in ``pid``'s pending list (delivered to it, not taken
--- over, requeued, settled or delivered anew since). From then on the '~' fence matches
--- version 1 held by ``pid`` on that entry, and nothing else.
+-- write (or heartbeat: heartbeat.lua does the same), recorded as claim() records a first
+-- delivery: version 1, strikes 1, held by ``pid`` - only while the task is still pending at
+-- version 0 on that very entry, and the entry is in ``pid``'s pending list (delivered to it,
+-- not taken over, requeued, settled or delivered anew since). claim()'s other checks cannot
+-- fail for a first delivery but its deadline: a settle times the promise out, as ever, and
+-- the worker sends a call near its deadline through an acquire. From then on the '~' fence
+-- matches version 1 held by ``pid`` on that entry, and nothing else.
 -- ``settling``: the caller settles the task's promise in this same step (fulfill.lua), which
 -- deletes or completes the task hash: the acquisition is not written, only checked.
 local HELD_READ = {'state', 'v', 'pid', 'eid', 'group'}

@@ -5,7 +5,9 @@
 -- ARGV[7] max deliveries
 -- Returns {requeued, {quarantined task id...}, delayed}.
 -- The poison guard counts a death only where it is certain whom to blame: when the dead
--- worker was running that call alone. Then (in this one atomic step) the task's ``deaths``
+-- worker was running that call alone (a first delivery it had read counts as running: it
+-- starts as soon as it is read; a read whose reply never reached the worker is the one case
+-- where that blames a call that did not run). Then (in this one atomic step) the task's ``deaths``
 -- goes up: at max deaths it is quarantined (dead-lettered, rejected Quarantined); from the
 -- second death on it waits in 'delayed' (ttl x 2^(deaths-2), at most 60 s); otherwise it goes
 -- back on the stream marked with its dead holder (field 'dead', reported by the next claim).

@@ -34,15 +34,18 @@ for i = 9, #ARGV do
     end
   end
 end
--- The silent entries XAUTOCLAIM is about to take, with their holders (one look, bounded).
-for _, p in ipairs(redis.call('XPENDING', q, CG, 'IDLE', min_idle, '-', '+', count * 10)) do
+-- The silent entries XAUTOCLAIM is about to take, with their holders: one look from the same
+-- cursor, as far as its scans can reach (10 entries a slot a scan, MAX_SCANS scans).
+local MAX_SCANS = 16
+local from = cursor == '0-0' and '-' or cursor
+for _, p in ipairs(redis.call('XPENDING', q, CG, 'IDLE', min_idle, from, '+',
+                              count * 10 * MAX_SCANS)) do
   owner[p[1]] = owner[p[1]] or p[2]
 end
 -- XAUTOCLAIM scans at most 10 x COUNT pending entries per call; with COUNT 1 (one free slot, the
 -- usual case under load) a silent holder's entries behind a long pending list of live ones
 -- would take one pass per 10 entries to reach. So scan on, in this same atomic step, until the
 -- free slots are filled, the cursor wraps, or MAX_SCANS calls were made.
-local MAX_SCANS = 16
 local next_cursor = cursor
 local scans = 0
 while count - #claimed > 0 and scans < MAX_SCANS do

@@ -13,6 +13,7 @@ import pytest
 from broker_helpers import GROUP, base0, make_broker, shutdown, stream, task_hash
 
 from lb.broker import Broker, Claimed, Fence, Fenced, TaskQueue
+from lb.broker.lookup import lookup
 from lb.broker.records import Entry
 
 
@@ -158,6 +159,31 @@ def test_calls_that_are_not_plain_first_deliveries_are_acquired(
             await a.release(big.fence("A"))
             (again,) = (await a.read(1, block_ms=100))[base0(b)]
             assert again == Entry(again.eid, "big")
+        finally:
+            await shutdown(a, b)
+
+    asyncio.run(scenario())
+
+
+def test_the_lookup_shows_a_fast_delivery_held_by_its_reader(redis_url: str, prefix: str) -> None:
+    """`lb`'s lookup (the dashboard's call view) shows a call run straight from its entry as
+    held by the worker that read it, before any write acquires it; a re-delivery read but not
+    acquired is not shown as held."""
+
+    async def scenario() -> None:
+        b = make_broker(redis_url, prefix)
+        (a,) = _queues(b, "A")
+        try:
+            await a.ensure_group()
+            await b.create("job", group=GROUP)
+            (h,) = await _read_fast(a)
+            assert (await task_hash(b, "job"))["state"] == "pending"
+            view = await lookup(b, "job")
+            assert (view["task"]["state"], view["task"]["pid"]) == ("acquired", "A")
+            await a.release(h.fence("A"))
+            await a.read(1, block_ms=100)  # the fresh entry, read, not acquired
+            view = await lookup(b, "job")
+            assert (view["task"]["state"], view["task"]["pid"]) == ("pending", "")
         finally:
             await shutdown(a, b)
 
