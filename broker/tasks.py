@@ -24,7 +24,7 @@ import redis.asyncio as aioredis
 import redis.exceptions as rexc
 
 from lb.broker.client import Broker, make_redis, translate_errors
-from lb.broker.errors import BadInput, PayloadTooLarge
+from lb.broker.errors import BadInput, Fenced, PayloadTooLarge
 from lb.broker.keys import CONSUMER_GROUP, Keys, check_group
 from lb.broker.lane import Lane
 from lb.broker.records import Claimed, Entry, Fence, Promise, parse_claims, parse_promise
@@ -319,6 +319,35 @@ class TaskQueue:
             )
             out += [x.decode() if isinstance(x, bytes) else str(x) for x in res[1]]
         return out
+
+    async def release_unread(self) -> int:
+        """At a clean stop, after every running task was handed back: hand back the first
+        deliveries still pending under this worker's name, which it never started (a read
+        cut short by the stop after Redis had served it: the reply never reached the worker).
+        A clean release each (fenced by the entry, no strike), so that the liveness scanner
+        does not later count them as run by a dead worker (requeue.lua treats a first
+        delivery as running from its read on). Returns how many were handed back."""
+        done = 0
+        for base in self.bases:
+            stream = Keys.stream(base, self.group)
+            async with translate_errors():
+                rows: Any = await self.broker.redis.xpending_range(
+                    stream, CONSUMER_GROUP, "-", "+", 1000, consumername=self.pid
+                )
+                for row in rows or []:
+                    eid = _s(row["message_id"])
+                    found: Any = await self.broker.redis.xrange(stream, eid, eid)
+                    if not found:
+                        continue
+                    e = _entry(eid, found[0][1])
+                    if e.param is None or not e.tid:
+                        continue  # not a first delivery: requeue.lua hands it back unblamed
+                    try:
+                        await self.release(Fence(e.tid, "~" + eid, self.pid))
+                        done += 1
+                    except (Fenced, BadInput):
+                        pass  # no longer this worker's (taken over, settled): nothing to do
+        return done
 
     async def forget_self(self) -> None:
         """Delete this worker's own consumer from its group (at a clean stop, after every

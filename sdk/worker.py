@@ -203,6 +203,8 @@ class Worker(RidesOutages, Health, Upkeep):
             self.isolation.drop(c.task_id)
             with contextlib.suppress(LbError):
                 await self.queue.release(c.fence(self.pid))
+        with contextlib.suppress(LbError):  # a first delivery read but never started
+            await self.queue.release_unread()
         with contextlib.suppress(LbError):  # consumers stay bounded by live workers
             await self.queue.forget_self()  # (kept if a hand-back failed)
         if self.heartbeat:

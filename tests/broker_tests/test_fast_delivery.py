@@ -188,3 +188,41 @@ def test_the_lookup_shows_a_fast_delivery_held_by_its_reader(redis_url: str, pre
             await shutdown(a, b)
 
     asyncio.run(scenario())
+
+
+def test_a_clean_stop_hands_back_first_deliveries_it_read_but_never_started(
+    redis_url: str, prefix: str
+) -> None:
+    """A stop that cuts a read short after Redis served it leaves entries under the worker's
+    name that it never saw. Handed back at the stop (a clean release: no strike), they are not
+    later blamed as a death by the liveness scanner's requeue; a re-delivery read the same way
+    is left to the requeue, which hands it back unblamed as ever."""
+
+    async def scenario() -> None:
+        b = make_broker(redis_url, prefix)
+        (a,) = _queues(b, "A")
+        try:
+            await a.ensure_group()
+            await b.create("first", group=GROUP)
+            await b.create("again", group=GROUP)
+            (h,) = await _read_fast(a)  # "again" as a re-delivery: released once
+            assert h.task_id == "first"
+            await b.create("lost", group=GROUP)
+            (again,) = await _read_fast(a)
+            assert await a.release(again.fence("A")) == "released"
+            got = await a.read(10, block_ms=100)  # read, never seen: the stop cut it short
+            assert sorted(e.tid for e in got[base0(b)]) == ["again", "lost"]
+            assert await a.release(h.fence("A")) == "released"  # the stop's own hand-back
+            assert await a.release_unread() == 1  # "lost"; "again" is not a first delivery
+            t = await task_hash(b, "lost")
+            assert (t["state"], t["strikes"]) == ("pending", "0")
+            res = await b.script(
+                "requeue", [stream(b)], ["A", GROUP, 2, 1000, b.settings.max_deliveries]
+            )
+            assert res[0] == 1  # "again" only, unblamed
+            for tid in ("lost", "again"):
+                assert "deaths" not in await task_hash(b, tid)
+        finally:
+            await shutdown(a, b)
+
+    asyncio.run(scenario())
