@@ -88,9 +88,17 @@ def traced(ctx: Context, n: int, group: str = "workers") -> int:
             return k + 1
 
     a = int(ctx.run(inner, n))
-    b = int(ctx.rpc("child", n, target=f"poll://any@{group}"))
+    # A child that outlasts the parent's suspension (a worker runs a call as soon as it reads
+    # it: a no-op child could settle before the parent parks, and the parent would go on in
+    # the same run instead of suspending and resuming, the shape the test follows).
+    b = int(ctx.rpc("slow_child", n, target=f"poll://any@{group}"))
     ctx.sleep(0.05)
     return a + b
+
+
+def slow_child(ctx: Context, n: int) -> int:
+    time.sleep(0.3)
+    return n * 2
 
 
 def boom(ctx: Context, message: str) -> None:
@@ -154,6 +162,7 @@ def register(resonate: Resonate) -> None:
     for f in (record, grinder, steps, child, parent, boom):
         resonate.register(f, retry=Never())
     resonate.register(traced, retry=Never())
+    resonate.register(slow_child, retry=Never())
     resonate.register(flaky, retry=Constant(0.1, 3))
     resonate.register(flaky, name="flaky_never", retry=Never())
     resonate.register(async_sleeper, retry=Never())
