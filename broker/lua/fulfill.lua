@@ -38,8 +38,7 @@ local ok, got = pcall(redis.call, 'XREADGROUP', 'GROUP', CG, pid, 'COUNT', 1, 'S
                       k_stream(t[5]), '>')
 if ok and got and got[1] then
   for _, e in ipairs(got[1][2]) do
-    local next_tid = ''
-    for j = 1, #e[2], 2 do if e[2][j] == 't' then next_tid = e[2][j + 1] end end
+    local next_tid = entry_of(e[2]) or ''
     table.insert(rows, acquire_entry(e[1], next_tid, pid, t[5], now, tonumber(ARGV[10]), false))
   end
 end

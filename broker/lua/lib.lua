@@ -80,6 +80,24 @@ local function add_entry(tid, group, call)
   return redis.call('XADD', k_stream(group), '*', unpack(f))
 end
 
+-- A stream entry's fields (as XRANGE / XREADGROUP give them): the task it names (false when
+-- none) and whether it carries its call (a first delivery, add_entry() with ``call``).
+local function entry_of(fields)
+  local tid, fast = false, false
+  for j = 1, #(fields or {}), 2 do
+    if fields[j] == 't' then tid = fields[j + 1] elseif fields[j] == 'p' then fast = true end
+  end
+  return tid, fast
+end
+
+-- Record a first delivery run straight from its entry as acquired by ``pid`` (version 1,
+-- strike 1: what claim() records for a first delivery). The one write of the fast path:
+-- held() (the holder's own first write), requeue.lua and takeover.lua (in a dead or silent
+-- reader's name); heartbeat.lua spells it out.
+local function acquire_first(tid, pid)
+  redis.call('HSET', k_task(tid), 'state', 'acquired', 'v', 1, 'pid', pid, 'strikes', 1)
+end
+
 -- Put a task (back) on its group's stream as a fresh entry; returns the entry id.
 local function deliver(tid, group)
   local eid = add_entry(tid, group)
@@ -397,9 +415,7 @@ local function held(tid, v, pid, settling)
   if t[1] ~= 'pending' or t[2] ~= '0' then return false end
   local own = redis.call('XPENDING', k_stream(t[5]), CG, t[4], t[4], 1)
   if not own[1] or own[1][2] ~= pid then return false end
-  if not settling then
-    redis.call('HSET', tk, 'state', 'acquired', 'v', 1, 'pid', pid, 'strikes', 1)
-  end
+  if not settling then acquire_first(tid, pid) end
   return {'acquired', '1', pid, t[4], t[5]}
 end
 

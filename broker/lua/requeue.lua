@@ -30,18 +30,13 @@ for _, row in ipairs(pend) do
   local eid = row[1]
   local found = redis.call('XRANGE', q, eid, eid)
   local fields = found[1] and found[1][2]
-  local tid, fast = false, false
-  if fields then
-    for j = 1, #fields, 2 do
-      if fields[j] == 't' then tid = fields[j + 1] elseif fields[j] == 'p' then fast = true end
-    end
-  end
+  local tid, fast = entry_of(fields)
   local t = tid and redis.call('HMGET', k_task(tid), 'state', 'eid', 'strikes', 'v') or {}
   if fast and t[1] == 'pending' and t[2] == eid and t[4] == '0' then
     -- A first delivery the dead worker was running straight from its entry (the fast path,
     -- lib.lua held()) before any write of its own acquired it: acquired now, in its name,
     -- as its first write would have, so that it is blamed and counted like any held call.
-    redis.call('HSET', k_task(tid), 'state', 'acquired', 'v', 1, 'pid', dead, 'strikes', 1)
+    acquire_first(tid, dead)
     t = {'acquired', eid, '1', '1'}
   end
   if t[1] == 'acquired' and t[2] == eid then held = held + 1 end

@@ -61,12 +61,7 @@ for _, eid in ipairs(claimed) do
   -- JUSTID (then XRANGE) because Redis 6.2 returns entries deleted from the stream as nil.
   local found = redis.call('XRANGE', q, eid, eid)
   local fields = found[1] and found[1][2]
-  local tid, fast = false, false
-  if fields then
-    for j = 1, #fields, 2 do
-      if fields[j] == 't' then tid = fields[j + 1] elseif fields[j] == 'p' then fast = true end
-    end
-  end
+  local tid, fast = entry_of(fields)
   if not fields then
     redis.call('XACK', q, CG, eid)
   else
@@ -82,7 +77,7 @@ for _, eid in ipairs(claimed) do
         -- A first delivery its silent holder ran unacquired (lib.lua held()): acquired in
         -- that holder's name first, so that this claim counts it as the lapse it was.
         t[3] = owner[eid] or ''
-        redis.call('HSET', k_task(tid), 'state', 'acquired', 'v', 1, 'pid', t[3], 'strikes', 1)
+        acquire_first(tid, t[3])
       end
       table.insert(out, claim(tid, eid, pid, group, now, maxd, t[3]))
     end
