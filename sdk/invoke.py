@@ -2,8 +2,10 @@
 
 An ``async def`` runs on the worker's I/O loop with an :class:`AsyncContext`; a plain ``def``
 runs on a slot thread of the worker's pool with a :class:`Context`, its outcome handed back to
-the loop. That hand-off is the largest single cost of a ``def`` call (a round trip between
-threads costs ~75-100 us of CPU: BENCHMARKS.md), so it is kept in this one place.
+the loop (sdk/handoff.py: a returned value is fulfilled by the slot thread itself, so that the
+loop need not wake for it). That hand-off is the largest single cost of a ``def`` call (a
+round trip between threads costs ~75-100 us of CPU: BENCHMARKS.md), so it is kept here and
+in sdk/handoff.py.
 
 Guarantees: the function's value or exception reaches the awaiting execution exactly once; a
 ``BaseException`` that would end the worker (``SystemExit``, ``KeyboardInterrupt``,
@@ -48,24 +50,17 @@ async def _call(ex: Execution, fn: Any, is_async: bool, pool: DaemonPool) -> Any
     loop = asyncio.get_running_loop()
     fut: asyncio.Future[Any] = loop.create_future()
 
+    worker = ex.worker
+
     def body() -> None:
         try:
             with tracing.current(ex.span):
                 result = fn(Context(ex), *ex.call.args, **ex.call.kwargs)
         except BaseException as exc:  # delivered to the loop, re-raised there
-            loop.call_soon_threadsafe(_set_exc, fut, exc)
+            worker._hand_back(fut, None, exc)
         else:
-            loop.call_soon_threadsafe(_set_result, fut, result)
+            # Settled here when it can be (sdk/handoff.py): the loop then only books it.
+            worker._hand_back(fut, worker._settle_in_thread(ex, result) or result)
 
     pool.submit(body)
     return await fut
-
-
-def _set_result(fut: asyncio.Future[Any], value: Any) -> None:
-    if not fut.done():
-        fut.set_result(value)
-
-
-def _set_exc(fut: asyncio.Future[Any], exc: BaseException) -> None:
-    if not fut.done():
-        fut.set_exception(exc)

@@ -117,6 +117,10 @@ class RidesOutages:
                 self._emit("redis-wait", id=ex.id, error=str(exc))
                 await asyncio.sleep(backoff(time.monotonic() - since))
         self.outage.over()
+        self._done_booked(ex, state)
+
+    def _done_booked(self, ex: Execution, state: str) -> None:
+        """A completion stored: counted and reported (the ``done`` event)."""
         self.completed += 1
         self._emit(
             "done",

@@ -29,6 +29,7 @@ from typing import Any
 
 from lb.broker.client import Broker, translate_errors
 from lb.broker.codec import encode
+from lb.broker.direct import DirectFulfiller
 from lb.broker.errors import (
     BadInput,
     Fenced,
@@ -45,6 +46,7 @@ from lb.broker.tasks import TaskQueue
 from lb.sdk import tracing
 from lb.sdk.context import Execution, Lost, Suspend
 from lb.sdk.encoding import Call, encode_error, safe_str
+from lb.sdk.handoff import HandsBack, Settled
 from lb.sdk.health import Health
 from lb.sdk.invoke import invoke
 from lb.sdk.isolation import Isolation
@@ -73,7 +75,7 @@ def worker_name() -> str:
     return f"{socket.gethostname()[:20]}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
 
 
-class Worker(RidesOutages, Health, Upkeep):
+class Worker(RidesOutages, Health, Upkeep, HandsBack):
     def __init__(
         self,
         settings: Settings,
@@ -121,6 +123,7 @@ class Worker(RidesOutages, Health, Upkeep):
         self.completed = 0
         self.abandoned = 0  # threads of functions that outlived their call (see _mark_lost)
         self.pool = DaemonPool(self.slots)
+        self._init_handback()
 
     def _emit(self, kind: str, **data: Any) -> None:
         if self.metrics is not None:
@@ -143,6 +146,7 @@ class Worker(RidesOutages, Health, Upkeep):
 
     async def _join(self) -> None:
         await self.broker.check_server()
+        self._direct = DirectFulfiller(self.settings)  # slot threads' completions (handoff)
         await self.queue.ensure_group()
         for tid in await self.queue.requeue_own():  # a previous process of this name died
             self._emit("dead-letter", id=tid, reason="quarantined")
@@ -179,6 +183,7 @@ class Worker(RidesOutages, Health, Upkeep):
             loop.create_task(self._claim_loop()),
             loop.create_task(self._sweep_loop()),
             loop.create_task(self._scan_loop()),
+            loop.create_task(self._done_ticker()),
         ]
         for t in self._loops:
             t.add_done_callback(self._loop_ended)
@@ -190,6 +195,8 @@ class Worker(RidesOutages, Health, Upkeep):
         for t in self._loops:
             t.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
+        if self._take_done():  # calls settled by their slot threads: booked, not released
+            await asyncio.sleep(0)
         for ex in list(self.running.values()):
             ex.lost = True
             try:
@@ -210,6 +217,8 @@ class Worker(RidesOutages, Health, Upkeep):
         if self.heartbeat:
             await asyncio.to_thread(self.heartbeat.stop)  # its join must not block the loop
         self.pool.shutdown()
+        if self._direct is not None:
+            self._direct.close()
         await self.queue.close()
         await self.broker.close()
 
@@ -239,11 +248,21 @@ class Worker(RidesOutages, Health, Upkeep):
             log.exception("%s failed", what)
         await asyncio.sleep(0.5)
 
+    def _threads_busy(self) -> bool:
+        return any(not ex.is_async_fn for ex in self.running.values())
+
     async def _claim_loop(self) -> None:
         while not self._stopping:
+            if self._take_done():  # calls settled by slot threads free their slots first
+                await asyncio.sleep(0)
             if self.free <= 0:
+                if self._set_starved(True):
+                    continue  # an outcome came in meanwhile
                 self._free.clear()
-                await self._free.wait()
+                try:
+                    await self._free.wait()
+                finally:
+                    self._set_starved(False)
                 continue
             try:
                 if self._takeover_due:
@@ -352,6 +371,8 @@ class Worker(RidesOutages, Health, Upkeep):
             ex.tc = tracing.claimed(call.tc, c.task_id, self.pid, c.waited_s, c.previous_holder)
         self.running[c.task_id] = ex
         self._hold(c)
+        if not fn.is_async:
+            self._busy.set()  # its outcome may be queued for the loop (sdk/handoff.py)
         ex.task = asyncio.get_running_loop().create_task(self._execute(ex, fn.is_async))
 
     async def _pass_on(self, c: Claimed, call: Call) -> None:
@@ -393,6 +414,15 @@ class Worker(RidesOutages, Health, Upkeep):
         fn = self.registry.get(ex.call.func, ex.call.version).fn
         return await invoke(ex, fn, is_async, self.pool)
 
+    def _booked(self, ex: Execution, s: Settled) -> str:
+        """Book a call its slot thread settled (or was fenced settling): its outcome."""
+        if s.fenced:
+            self._emit("fenced", id=ex.id)
+            return "fenced"
+        self.outage.over()
+        self._done_booked(ex, s.state)
+        return s.state
+
     async def _execute(self, ex: Execution, is_async: bool) -> None:
         func = self.registry.get(ex.call.func, ex.call.version)
         attempt = 1 + ex.claimed.lapses
@@ -406,6 +436,9 @@ class Worker(RidesOutages, Health, Upkeep):
             while True:
                 try:
                     value = await self._invoke(ex, is_async)
+                    if isinstance(value, Settled):  # its slot thread settled it
+                        outcome = self._booked(ex, value)
+                        return
                 except Suspend as s:
                     ex.ending = True
                     try:

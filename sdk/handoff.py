@@ -1,0 +1,145 @@
+"""How a ``def`` function's outcome gets back from its slot thread (a mixin of :class:`Worker`).
+
+A round trip between the worker's loop and a slot thread costs more CPU than a no-op call
+(futex and GIL hand-offs across CPUs: BENCHMARKS.md). So the slot thread does the common
+ending itself and does not wake the loop for it:
+
+* A function that returned a value (and is not traced) is fulfilled by its slot thread, over
+  its own connection (broker/direct.py), with the execution's fence: the same script and the
+  same rule as the loop's completion. Anything else (an exception, a suspension, a value that
+  does not encode, a Redis that does not answer the thread) goes to the loop as before, which
+  settles it with its retries and outage riding.
+* The outcome is queued for the loop, which takes it at its next turn (a read that returns,
+  or DONE_TICK_S later), not at once: nothing waits for it but the bookkeeping (the ``done``
+  event, the slot counted free).
+* Under load, when the loop waits for a free slot (every slot busy: always so on a one-slot
+  worker), the thread leaves the completion to the loop as before: the loop must wake for
+  it anyway, and there its completion claims the group's next call in the same round trip
+  and shares one write with other completions.
+
+Guarantees: each outcome reaches its execution exactly once (a future set once, on the loop);
+an outcome queued while the loop waits for a slot wakes it (the check and the queueing are
+one step under ``_done_lock``, so no wake is lost); a fulfill from the thread is fenced
+exactly as the loop's (FENCED: reported as fenced, nothing written).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from lb.broker.codec import encode
+from lb.broker.direct import DirectFulfiller
+from lb.broker.errors import BadInput, Fenced, LbError
+from lb.broker.settings import Settings
+from lb.sdk.context import Execution
+
+__all__ = ["DONE_TICK_S", "HandsBack", "Settled"]
+
+# How long a call its slot thread settled may wait for the loop's bookkeeping (its ``done``
+# event, its slot counted free) when nothing else wakes the loop sooner.
+DONE_TICK_S = 0.01
+
+
+@dataclass(frozen=True)
+class Settled:
+    """A slot thread's outcome for a call it fulfilled itself (``fenced``: its fence no longer
+    held the task, nothing was written)."""
+
+    state: str
+    fenced: bool = False
+
+
+class HandsBack:
+    """The hand-back of a worker; the worker provides these attributes."""
+
+    settings: Settings
+    io: Any
+    _held_lock: threading.Lock
+    _held: dict[str, tuple[str, str, str]]
+    _wants_next: Callable[[], bool]
+
+    def _init_handback(self) -> None:
+        self._done_lock = threading.Lock()
+        self._done: deque[tuple[asyncio.Future[Any], Any, BaseException | None]] = deque()
+        self._starved = False  # the loop waits for a slot: wake it for every outcome
+        self._direct: DirectFulfiller | None = None
+        self.thread_settled = 0  # calls fulfilled by their slot threads
+        self._busy = asyncio.Event()  # a def started (created on the loop: see Worker.start)
+
+    def _settle_in_thread(self, ex: Execution, value: Any) -> Settled | None:
+        """On the slot thread: fulfill ``ex`` with ``value`` (module docstring), or None when
+        the loop must settle it."""
+        if self._starved or ex.lost or ex.span is not None or self._direct is None:
+            return None
+        try:
+            data = encode(value, self.settings.max_payload, what=f"result of {ex.call.func}")
+        except BadInput:
+            return None  # the loop stores the error instead
+        ex.ending = True
+        try:
+            self._direct.fulfill(ex.fence, "resolved", data)
+        except Fenced:
+            return Settled("resolved", fenced=True)
+        except LbError:
+            ex.ending = False
+            return None  # unreachable, full...: the loop's completion rides it out
+        with self._held_lock:
+            self._held.pop(ex.id, None)  # no heartbeat for a task that is gone
+            self.thread_settled += 1
+        return Settled("resolved")
+
+    def _hand_back(
+        self, fut: asyncio.Future[Any], value: Any, exc: BaseException | None = None
+    ) -> None:
+        """On the slot thread: queue an outcome for the loop. Only a call the thread settled
+        itself may wait for the loop's next turn (at most DONE_TICK_S); anything the loop must
+        still act on wakes it at once, and so does any outcome while it waits for a slot."""
+        with self._done_lock:
+            self._done.append((fut, value, exc))
+            wake = self._starved or not isinstance(value, Settled)
+        if wake:
+            with contextlib.suppress(RuntimeError):  # the loop closed: the worker has stopped
+                self.io.loop.call_soon_threadsafe(self._take_done)
+
+    def _take_done(self) -> bool:
+        """On the loop: deliver the queued outcomes to their executions; True if there were."""
+        with self._done_lock:
+            done, self._done = self._done, deque()
+        for fut, value, exc in done:
+            if fut.done():
+                continue
+            if exc is None:
+                fut.set_result(value)
+            else:
+                fut.set_exception(exc)
+        return bool(done)
+
+    def _threads_busy(self) -> bool:
+        raise NotImplementedError
+
+    async def _done_ticker(self) -> None:
+        """On the loop: take queued outcomes every DONE_TICK_S while a ``def`` runs; idle
+        otherwise (``_busy`` is set when one starts)."""
+        while True:
+            if not self._threads_busy():
+                self._take_done()
+                self._busy.clear()
+                await self._busy.wait()
+                continue
+            await asyncio.sleep(DONE_TICK_S)
+            self._take_done()
+
+    def _set_starved(self, starved: bool) -> bool:
+        """On the loop: mark whether it is about to wait for a slot. Returns True (and stays
+        not starved) when outcomes are already queued: take them instead of waiting."""
+        with self._done_lock:
+            if starved and self._done:
+                return True
+            self._starved = starved
+        return False
