@@ -12,10 +12,11 @@ ending itself and does not wake the loop for it:
 * The outcome is queued for the loop, which takes it at its next turn (a read that returns,
   or DONE_TICK_S later), not at once: nothing waits for it but the bookkeeping (the ``done``
   event, the slot counted free).
-* Under load, when the loop waits for a free slot (every slot busy: always so on a one-slot
-  worker), the thread leaves the completion to the loop as before: the loop must wake for
-  it anyway, and there its completion claims the group's next call in the same round trip
-  and shares one write with other completions.
+* Under load the thread leaves the completion to the loop as before: when the loop waits
+  for a free slot (every slot busy: always so on a one-slot worker), which must wake for it
+  anyway, and when calls wait unread (a backlog: the loop's last read got all it asked for,
+  or its last completion claimed a next call). There the completion claims the group's next
+  call in the same round trip and shares one write with other completions.
 
 Guarantees: each outcome reaches its execution exactly once (a future set once, on the loop);
 an outcome queued while the loop waits for a slot wakes it (the check and the queueing are
@@ -68,6 +69,9 @@ class HandsBack:
         self._done_lock = threading.Lock()
         self._done: deque[tuple[asyncio.Future[Any], Any, BaseException | None]] = deque()
         self._starved = False  # the loop waits for a slot: wake it for every outcome
+        # Calls wait unread: the last read got all it asked for, or the last completion
+        # claimed a next one. The loop's completions then claim and batch (module docstring).
+        self._backlog = False
         self._direct: DirectFulfiller | None = None
         self.thread_settled = 0  # calls fulfilled by their slot threads
         self._busy = asyncio.Event()  # a def started (created on the loop: see Worker.start)
@@ -75,7 +79,9 @@ class HandsBack:
     def _settle_in_thread(self, ex: Execution, value: Any) -> Settled | None:
         """On the slot thread: fulfill ``ex`` with ``value`` (module docstring), or None when
         the loop must settle it."""
-        if self._starved or ex.lost or ex.span is not None or self._direct is None:
+        if self._starved or self._backlog or ex.lost or ex.span is not None:
+            return None
+        if self._direct is None:
             return None
         try:
             data = encode(value, self.settings.max_payload, what=f"result of {ex.call.func}")

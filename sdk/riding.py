@@ -37,6 +37,7 @@ class RidesOutages:
     completed: int
     _emit: Callable[..., None]
     _wants_next: Callable[[], bool]
+    _backlog: bool
 
     async def _ride_out(self, ex: Execution, exc: BaseException, outage: list[float]) -> str:
         """Wait out a Redis outage met by ``ex``. Returns ``"rerun"`` (re-run it from the top:
@@ -104,6 +105,7 @@ class RidesOutages:
                         ex.fence, state, data, ex.claimed.base
                     )
                     ex.next_claims = (held, dead)
+                    self._backlog = bool(held or dead)  # more waited (sdk/handoff.py)
                 else:
                     await self.queue.fulfill(ex.fence, state, data)
                 break

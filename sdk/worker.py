@@ -272,8 +272,11 @@ class Worker(RidesOutages, Health, Upkeep, HandsBack):
                         self._takeover_due = True  # every free slot went to it: maybe more
                     if self.free <= 0:
                         continue
-                got = await self.queue.read(self.free, block_ms=READ_BLOCK_MS)
+                asked = self.free
+                got = await self.queue.read(asked, block_ms=READ_BLOCK_MS)
                 self.outage.answered()
+                # A read that got all it asked for may have left more waiting (sdk/handoff.py).
+                self._backlog = sum(len(e) for e in got.values()) >= asked
                 for base, entries in got.items():
                     # A call's first deliveries start at once (no round trip), before the
                     # rest are acquired: a failed acquire cannot strand them unrun.
