@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,9 +37,10 @@ from typing import Any
 
 from lb.broker.codec import encode
 from lb.broker.direct import DirectFulfiller
-from lb.broker.errors import BadInput, Fenced, LbError
+from lb.broker.errors import Fenced
 from lb.broker.settings import Settings
 from lb.sdk.context import Execution
+from lb.sdk.outage import OutageLog
 
 __all__ = ["DONE_TICK_S", "HandsBack", "Settled"]
 
@@ -49,10 +51,12 @@ DONE_TICK_S = 0.01
 
 @dataclass(frozen=True)
 class Settled:
-    """A slot thread's outcome for a call it fulfilled itself (``fenced``: its fence no longer
-    held the task, nothing was written)."""
+    """A slot thread's outcome for a call it fulfilled itself at ``at`` (monotonic clock: the
+    ``done`` event's durations end there, not at the booking); ``fenced``: its fence no
+    longer held the task, nothing was written."""
 
     state: str
+    at: float
     fenced: bool = False
 
 
@@ -64,6 +68,7 @@ class HandsBack:
     _held_lock: threading.Lock
     _held: dict[str, tuple[str, str, str]]
     _wants_next: Callable[[], bool]
+    outage: OutageLog
 
     def _init_handback(self) -> None:
         self._done_lock = threading.Lock()
@@ -74,31 +79,36 @@ class HandsBack:
         self._backlog = False
         self._direct: DirectFulfiller | None = None
         self.thread_settled = 0  # calls fulfilled by their slot threads
+        self.thread_fenced = 0  # and refused as FENCED there
         self._busy = asyncio.Event()  # a def started (created on the loop: see Worker.start)
 
     def _settle_in_thread(self, ex: Execution, value: Any) -> Settled | None:
         """On the slot thread: fulfill ``ex`` with ``value`` (module docstring), or None when
         the loop must settle it."""
-        if self._starved or self._backlog or ex.lost or ex.span is not None:
+        if self._starved or self._backlog or self.outage.on or ex.lost or ex.span is not None:
             return None
         if self._direct is None:
             return None
         try:
             data = encode(value, self.settings.max_payload, what=f"result of {ex.call.func}")
-        except BadInput:
-            return None  # the loop stores the error instead
+        except Exception:  # BadInput, or a value that fails as it is read (mutated meanwhile)
+            return None  # the loop encodes it again, and stores the error if it fails again
+        # The write is on its way: a heartbeat that finds the task gone reports this write.
+        # It stays set if the write fails: the loop's completion takes over from here (its
+        # retry of a write that did commit is refused as FENCED, as the loop's own would be).
         ex.ending = True
         try:
             self._direct.fulfill(ex.fence, "resolved", data)
         except Fenced:
-            return Settled("resolved", fenced=True)
-        except LbError:
-            ex.ending = False
-            return None  # unreachable, full...: the loop's completion rides it out
+            with self._held_lock:
+                self.thread_fenced += 1
+            return Settled("resolved", time.monotonic(), fenced=True)
+        except Exception:
+            return None  # unreachable, full, refused...: the loop's completion rides it out
         with self._held_lock:
             self._held.pop(ex.id, None)  # no heartbeat for a task that is gone
             self.thread_settled += 1
-        return Settled("resolved")
+        return Settled("resolved", time.monotonic())
 
     def _hand_back(
         self, fut: asyncio.Future[Any], value: Any, exc: BaseException | None = None

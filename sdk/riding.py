@@ -121,8 +121,10 @@ class RidesOutages:
         self.outage.over()
         self._done_booked(ex, state)
 
-    def _done_booked(self, ex: Execution, state: str) -> None:
-        """A completion stored: counted and reported (the ``done`` event)."""
+    def _done_booked(self, ex: Execution, state: str, at: float | None = None) -> None:
+        """A completion stored (at ``at``, monotonic; default now): counted and reported
+        (the ``done`` event)."""
+        at = time.monotonic() if at is None else at
         self.completed += 1
         self._emit(
             "done",
@@ -130,8 +132,8 @@ class RidesOutages:
             func=ex.call.func,
             state=state,
             attempt=1 + ex.claimed.lapses + ex.retries,
-            duration_ms=round((time.monotonic() - ex.began) * 1000, 1),
-            settle_s=round(ex.claimed.waited_s + time.monotonic() - ex.began, 4),
+            duration_ms=round((at - ex.began) * 1000, 1),
+            settle_s=round(ex.claimed.waited_s + at - ex.began, 4),
         )
 
 

@@ -406,7 +406,10 @@ class Worker(RidesOutages, Health, Upkeep, HandsBack):
         self._free.set()
 
     def _run_alone(self) -> None:
-        """Start a parked suspect once nothing else runs here."""
+        """Start a parked suspect once nothing else runs here (never while stopping: stop()
+        hands the parked ones back)."""
+        if self._stopping:
+            return
         while (c := self.isolation.next_alone(len(self.running))) is not None:
             self._begin(c, alone=True)
             if c.task_id in self.running:
@@ -423,7 +426,7 @@ class Worker(RidesOutages, Health, Upkeep, HandsBack):
             self._emit("fenced", id=ex.id)
             return "fenced"
         self.outage.over()
-        self._done_booked(ex, s.state)
+        self._done_booked(ex, s.state, s.at)
         return s.state
 
     async def _execute(self, ex: Execution, is_async: bool) -> None:
@@ -439,9 +442,6 @@ class Worker(RidesOutages, Health, Upkeep, HandsBack):
             while True:
                 try:
                     value = await self._invoke(ex, is_async)
-                    if isinstance(value, Settled):  # its slot thread settled it
-                        outcome = self._booked(ex, value)
-                        return
                 except Suspend as s:
                     ex.ending = True
                     try:
@@ -492,12 +492,18 @@ class Worker(RidesOutages, Health, Upkeep, HandsBack):
                     await asyncio.sleep(delay)
                     ex.retries = retries
                     continue
+                if type(value) is Settled:  # its slot thread settled it (sdk/handoff.py)
+                    outcome = self._booked(ex, value)
+                    return
                 try:
                     data = encode(
                         value, self.settings.max_payload, what=f"result of {ex.call.func}"
                     )
                     state = "resolved"
-                except BadInput as exc:
+                except Exception as exc:  # BadInput, or a value that fails as it is read
+                    if not isinstance(exc, BadInput):
+                        why = f"{type(exc).__name__}: {safe_str(exc)}"
+                        exc = BadInput(f"result of {ex.call.func} cannot be encoded ({why})")
                     data, state = encode_error(exc, self.settings.max_payload), "rejected"
                 ex.ending = True
                 outcome = await self._settle_traced(ex, state, data)

@@ -103,10 +103,15 @@ def test_randomised_def_outcomes_settle_once_each_by_whichever_path(
         assert set(done) == roots and set(done.values()) == {1}
         assert not [d for k, d in events if k == "fenced"]
         assert r.worker is not None
-        if concurrency == 1:  # its one call running, the loop always waits for a slot
-            assert r.worker.thread_settled == 0
-        else:
-            assert 0 < r.worker.thread_settled < 300  # both paths were taken
+        assert r.worker.thread_settled < 300  # not all: errors etc. went to the loop
+        # Then a quiet phase, one call at a time: a slot thread settles each (but on a
+        # one-slot worker, whose loop waits for its only slot while a call runs).
+        before = r.worker.thread_settled
+        for i in range(20):
+            assert o.rpc(f"q{i}", "shaped", "value", 3) == {"i": 3, "s": "xxx"}
+        wait_until(lambda: r.worker is not None and r.worker.free == concurrency)
+        quiet = r.worker.thread_settled - before
+        assert quiet == 0 if concurrency == 1 else quiet >= 10, quiet
         wait_until(lambda: r.worker is not None and r.worker.free == concurrency)
     finally:
         r.stop()
@@ -137,6 +142,7 @@ def test_a_value_whose_call_was_settled_meanwhile_is_fenced_in_its_thread(
         assert h.result(timeout=10) == "outside"
         wait_until(lambda: any(k == "fenced" and d["id"] == "s1" for k, d in list(events)))
         assert not [d for k, d in events if k == "done" and d["id"] == "s1"]
+        assert r.worker is not None and r.worker.thread_fenced == 1  # refused in the thread
         wait_until(lambda: r.worker is not None and r.worker.free == 2)
         assert r.promise("s1").state == "resolved"
     finally:
@@ -199,3 +205,74 @@ def test_under_a_backlog_the_loop_completes_and_claims_the_next_call(
             r.stop()
     finally:
         client.stop()
+
+
+class _Unreadable(dict):  # type: ignore[type-arg]
+    """A value that fails as it is read (as a dict another thread mutates can)."""
+
+    def items(self) -> Any:
+        raise RuntimeError("dictionary changed size during iteration")
+
+
+def test_a_value_that_fails_to_encode_rejects_its_call_and_keeps_the_slot(
+    redis_url: str, prefix: str
+) -> None:
+    """A def returns a value whose encoding raises something other than BadInput. The call
+    is rejected with that reason (it once killed the slot thread and hung the call), and the
+    worker's every slot still serves: 6 more calls at once on 3 slots."""
+    events: Events = []
+    r = _resonate(redis_url, prefix, events, concurrency=3)
+
+    def bad(ctx: Context) -> Any:
+        return _Unreadable(a=1)
+
+    def ok(ctx: Context, i: int) -> int:
+        time.sleep(0.05)
+        return i
+
+    r.register(bad, retry=Never())
+    r.register(ok, retry=Never())
+    r.start()
+    try:
+        o = r.options(target="poll://any@g")
+        with pytest.raises(PromiseRejected, match="cannot be encoded"):
+            o.begin_rpc("bad1", "bad").result(timeout=10)
+        handles = [o.begin_rpc(f"ok{i}", "ok", i) for i in range(6)]
+        assert [h.result(timeout=10) for h in handles] == list(range(6))
+        assert r.worker is not None
+        assert all(t.is_alive() for t in r.worker.pool._threads)
+    finally:
+        r.stop()
+
+
+def test_an_event_receiver_that_raises_at_done_does_not_rerun_the_function(
+    redis_url: str, prefix: str
+) -> None:
+    """The worker's event receiver raises on ``done``, which is emitted when the loop books
+    a call its slot thread settled. That is not the function's failure: it ran once, under
+    a retry policy that would have re-run it, and its value is stored."""
+    runs: list[int] = []
+
+    def on_event(kind: str, data: dict[str, Any]) -> None:
+        if kind == "done":
+            raise RuntimeError("receiver broke")
+
+    settings = Settings.from_url(redis_url, prefix=prefix)
+    r = Resonate(settings, "g", on_event=on_event, concurrency=2)
+
+    def f(ctx: Context, i: int) -> int:
+        runs.append(i)
+        return i
+
+    r.register(f, retry=Constant(seconds=0.01, max_retries=3))
+    r.start()
+    try:
+        o = r.options(target="poll://any@g")
+        time.sleep(0.2)  # idle: the slot thread settles the call
+        assert o.begin_rpc("e1", "f", 7).result(timeout=10) == 7
+        wait_until(lambda: r.worker is not None and r.worker.free == 2)
+        time.sleep(0.2)  # a re-run would come within 10 ms
+        assert runs == [7]
+        assert r.worker is not None and r.worker.thread_settled == 1
+    finally:
+        r.stop()
