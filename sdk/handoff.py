@@ -27,7 +27,6 @@ exactly as the loop's (FENCED: reported as fenced, nothing written).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 import time
 from collections import deque
@@ -113,27 +112,28 @@ class HandsBack:
     def _hand_back(
         self, fut: asyncio.Future[Any], value: Any, exc: BaseException | None = None
     ) -> None:
-        """On the slot thread: queue an outcome for the loop. Only a call the thread settled
-        itself may wait for the loop's next turn (at most DONE_TICK_S); anything the loop must
-        still act on wakes it at once, and so does any outcome while it waits for a slot."""
-        with self._done_lock:
-            self._done.append((fut, value, exc))
-            wake = self._starved or not isinstance(value, Settled)
-        if wake:
-            with contextlib.suppress(RuntimeError):  # the loop closed: the worker has stopped
-                self.io.loop.call_soon_threadsafe(self._take_done)
+        """On the slot thread: give an outcome to the loop. Anything the loop must still act
+        on goes at once (one wake-up); only a call the thread settled itself is queued for
+        the loop's next turn (DONE_TICK_S at most while nothing else wakes it), and wakes it
+        too if it waits for a slot."""
+        try:
+            if not isinstance(value, Settled):
+                self.io.loop.call_soon_threadsafe(_deliver, fut, value, exc)
+                return
+            with self._done_lock:
+                self._done.append((fut, value, None))
+                if not self._starved:
+                    return
+            self.io.loop.call_soon_threadsafe(self._take_done)
+        except RuntimeError:  # the loop closed: the worker has stopped
+            pass
 
     def _take_done(self) -> bool:
         """On the loop: deliver the queued outcomes to their executions; True if there were."""
         with self._done_lock:
             done, self._done = self._done, deque()
         for fut, value, exc in done:
-            if fut.done():
-                continue
-            if exc is None:
-                fut.set_result(value)
-            else:
-                fut.set_exception(exc)
+            _deliver(fut, value, exc)
         return bool(done)
 
     def _threads_busy(self) -> bool:
@@ -159,3 +159,12 @@ class HandsBack:
                 return True
             self._starved = starved
         return False
+
+
+def _deliver(fut: asyncio.Future[Any], value: Any, exc: BaseException | None) -> None:
+    if fut.done():  # cancelled meanwhile (lost, stopping)
+        return
+    if exc is None:
+        fut.set_result(value)
+    else:
+        fut.set_exception(exc)
