@@ -14,9 +14,9 @@ ending itself and does not wake the loop for it:
   event, the slot counted free).
 * Under load the thread leaves the completion to the loop as before: when the loop waits
   for a free slot (every slot busy: always so on a one-slot worker), which must wake for it
-  anyway, and when calls wait unread (a backlog: the loop's last read got all it asked for,
-  or its last completion claimed a next call). There the completion claims the group's next
-  call in the same round trip and shares one write with other completions.
+  anyway, and when calls wait unread (a backlog: the loop's last read for two or more slots
+  got all it asked for, or its last completion claimed a next call). There the completion
+  claims the group's next call in the same round trip and shares one write with others.
 
 Guarantees: each outcome reaches its execution exactly once (a future set once, on the loop);
 an outcome queued while the loop waits for a slot wakes it (the check and the queueing are
@@ -73,8 +73,8 @@ class HandsBack:
         self._done_lock = threading.Lock()
         self._done: deque[tuple[asyncio.Future[Any], Any, BaseException | None]] = deque()
         self._starved = False  # the loop waits for a slot: wake it for every outcome
-        # Calls wait unread: the last read got all it asked for, or the last completion
-        # claimed a next one. The loop's completions then claim and batch (module docstring).
+        # Calls wait unread: the last read for two or more slots got all it asked for, or the
+        # last completion claimed a next one. The loop's completions then claim and batch.
         self._backlog = False
         self._direct: DirectFulfiller | None = None
         self.thread_settled = 0  # calls fulfilled by their slot threads

@@ -275,8 +275,12 @@ class Worker(RidesOutages, Health, Upkeep, HandsBack):
                 asked = self.free
                 got = await self.queue.read(asked, block_ms=READ_BLOCK_MS)
                 self.outage.answered()
-                # A read that got all it asked for may have left more waiting (sdk/handoff.py).
-                self._backlog = sum(len(e) for e in got.values()) >= asked
+                # Whether calls wait unread (sdk/handoff.py): a read that got fewer than it
+                # asked for left none; one that got all of two or more probably left some. A
+                # read for one slot (the others busy) tells nothing either way.
+                n = sum(len(e) for e in got.values())
+                if n < asked or asked > 1:
+                    self._backlog = n >= asked
                 for base, entries in got.items():
                     # A call's first deliveries start at once (no round trip), before the
                     # rest are acquired: a failed acquire cannot strand them unrun.

@@ -276,3 +276,31 @@ def test_an_event_receiver_that_raises_at_done_does_not_rerun_the_function(
         assert r.worker is not None and r.worker.thread_settled == 1
     finally:
         r.stop()
+
+
+def test_a_script_flush_is_survived_by_the_thread_path(redis_url: str, prefix: str) -> None:
+    """SCRIPT FLUSH (or a Redis restart without its scripts) between calls: the slot
+    thread's fulfill meets NOSCRIPT, loads the script again and settles the call itself."""
+    import redis as redis_py
+
+    events: Events = []
+    r = _resonate(redis_url, prefix, events, concurrency=2)
+
+    def f(ctx: Context, x: int) -> int:
+        return x * 3
+
+    r.register(f, retry=Never())
+    r.start()
+    admin = redis_py.Redis.from_url(redis_url)
+    try:
+        o = r.options(target="poll://any@g")
+        time.sleep(0.2)
+        assert o.begin_rpc("n1", "f", 1).result(timeout=10) == 3
+        wait_until(lambda: r.worker is not None and r.worker.thread_settled == 1)
+        admin.script_flush()
+        assert o.begin_rpc("n2", "f", 2).result(timeout=10) == 6
+        wait_until(lambda: r.worker is not None and r.worker.thread_settled == 2)
+        assert not [d for k, d in events if k in ("fenced", "error")]
+    finally:
+        admin.close()
+        r.stop()
