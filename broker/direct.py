@@ -118,5 +118,5 @@ class DirectFulfiller(_Direct):
 
     def fulfill(self, fence: Fence, state: str, value: bytes) -> None:
         """As :meth:`TaskQueue.fulfill`; raises :class:`Fenced` when the fence no longer
-        holds the task (nothing written)."""
-        self._run(self.keys.promise(fence.task_id), [*fence.args(), state, value, b""])
+        holds the task (nothing written). The reply is the state alone (``'-'``)."""
+        self._run(self.keys.promise(fence.task_id), [*fence.args(), state, value, b"", "-"])

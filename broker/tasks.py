@@ -208,6 +208,15 @@ class TaskQueue:
         )
         return parse_promise(raw)
 
+    async def complete(self, fence: Fence, state: str, value: bytes) -> str | None:
+        """:meth:`fulfill`, replying with the promise's state after it alone (None when the
+        promise is gone): a worker's completion needs no record read back."""
+        self._check_outcome(state, len(value))
+        raw = await self.broker.script(
+            "fulfill", [self.keys.promise(fence.task_id)], [*fence.args(), state, value, b"", "-"]
+        )
+        return None if raw is None else _s(raw)
+
     def _check_outcome(self, state: str, size: int) -> None:
         if state not in ("resolved", "rejected"):
             raise BadInput(f"a task settles resolved or rejected, not {state!r}")

@@ -107,7 +107,7 @@ class RidesOutages:
                     ex.next_claims = (held, dead)
                     self._backlog = bool(held or dead)  # more waited (sdk/handoff.py)
                 else:
-                    await self.queue.fulfill(ex.fence, state, data)
+                    await self.queue.complete(ex.fence, state, data)
                 break
             except RedisUnavailable as exc:
                 # A Redis that refuses writes (full, read-only) is waited out however long:

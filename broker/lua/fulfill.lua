@@ -5,9 +5,12 @@
 -- ARGV[9] '1': in the same step, claim the next entry of the task's group for this worker
 --         (the slot this completion frees; a worker under load completes one call and
 --         gets the next in one round trip, with no XREADGROUP or acquire of its own)
+--         ARGV[9] '-': reply with the promise's state alone (a worker's completion needs no
+--         more; reading the record back would cost a command and send the value back)
 -- ARGV[10] max deliveries (with ARGV[9])
 -- Returns the record (lib.lua FIELDS order); with ARGV[9] = '1', {state, rows}: the
--- promise's state after this call and at most one claim row (acquire.lua's shapes).
+-- promise's state after this call and at most one claim row (acquire.lua's shapes); with
+-- ARGV[9] = '-', that state (nil when the promise is gone).
 -- Guarantees: refused with FENCED unless (task id, version, pid) holds the task right now;
 -- on success the promise settles (if still pending and not past its deadline: a late
 -- completion finds it rejected_timedout, and the reply says so), the entry is acked and deleted
@@ -29,12 +32,13 @@ if final == 'pending' then final = settle(tid, state, value, vh, now, cur, {t[1]
 local sk = B .. ':stats:' .. t[5]
 -- The heartbeats of the group's workers renew the expiry; here only a worker's first count
 -- sets it (it may have created the key).
-if redis.call('HINCRBY', sk, 'done:' .. pid, 1) == 1 then redis.call('PEXPIRE', sk, RETENTION) end
+if redis.call('HINCRBY', sk, 'done:' .. pid, '1') == 1 then redis.call('PEXPIRE', sk, RETENTION) end
+if ARGV[9] == '-' then return final end
 if ARGV[9] ~= '1' then return record(tid) end
 local rows = {}
 -- Only entries never delivered ('>'): what blocked readers did not get. pcall: a stream or
 -- group deleted by hand is NOGROUP; the worker's own read loop recreates it.
-local ok, got = pcall(redis.call, 'XREADGROUP', 'GROUP', CG, pid, 'COUNT', 1, 'STREAMS',
+local ok, got = pcall(redis.call, 'XREADGROUP', 'GROUP', CG, pid, 'COUNT', '1', 'STREAMS',
                       k_stream(t[5]), '>')
 if ok and got and got[1] then
   for _, e in ipairs(got[1][2]) do

@@ -441,3 +441,48 @@ def test_a_call_created_by_an_older_version_leaves_the_counts_at_its_purge(
             await shutdown(tq, b)
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("waiters", [0, 1, 2, 3, 4, 5, 6, 7])
+def test_a_completion_reaches_every_kind_of_waiter(
+    redis_url: str, prefix: str, waiters: int
+) -> None:
+    """A call's completion (the worker's ``complete``, whose reply is the state alone) reaches
+    whichever of its waiters exist, in any combination: waiting clients (bit 1: an inbox
+    message each), a suspended caller (bit 2: re-delivered) and a step parked until it
+    settles (bit 4: retained from now on); the waiters' keys go with it. settle() finds them
+    all with one EXISTS, so every subset is a different path through it."""
+
+    async def scenario() -> None:
+        b = make_broker(redis_url, prefix)
+        tq = TaskQueue(b, GROUP, "w1")
+        try:
+            root, caller = "R", "S"
+            await b.create(root, b"p", group=GROUP, listener="c1" if waiters & 1 else None)
+            held = await claim_one(tq)
+            fence = held.fence("w1")
+            if waiters & 4:
+                await b.create(f"{root}:1", fence=fence)
+                await b.settle(f"{root}:1", "resolved", b"step", fence=fence)
+            if waiters & 2:
+                await b.create(caller, b"q", group=GROUP)
+                other = await claim_one(tq)
+                assert await tq.suspend(other.fence("w1"), [root]) == "suspended"
+            base = b.keys.base_for(root)
+            assert await tq.complete(fence, "resolved", b"v") == "resolved"
+            assert (await b.get(root)).state == "resolved"
+            msgs = await b.redis.lrange(Keys.inbox(base, "c1"), 0, -1)
+            assert len(msgs) == (1 if waiters & 1 else 0)
+            if msgs:
+                assert msgpack.unpackb(msgs[0], raw=True)[:3] == [b"R", b"resolved", b"v"]
+            if waiters & 2:  # the suspended caller is delivered again
+                assert await raw_state(b, caller) == "pending"
+                assert (await claim_one(tq)).task_id == caller
+            if waiters & 4:  # the parked step is retained with its root
+                assert await b.redis.zscore(Keys.gc(base), f"{root}:1") is not None
+            for key in (b.keys.listeners(root), b.keys.callbacks(root), Keys.children(base, root)):
+                assert await b.redis.exists(key) == 0, key
+        finally:
+            await shutdown(tq, b)
+
+    asyncio.run(scenario())
